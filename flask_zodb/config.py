@@ -1,0 +1,85 @@
+"""Reading Flask-ZODB's settings from ``app.config``.
+
+Every key starts with ``ZODB_``. Only ``ZODB_STORAGE`` is required; the
+others have defaults, and those left at ``None`` keep the defaults of the
+storage URI (its ``connection_*`` query parameters) or of ``ZODB.DB``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zodb_wsgi import DEFAULT_ATTEMPTS, ConfigurationError, default_commit_veto
+from zodb_wsgi.middleware import CommitVeto
+from zodb_wsgi.storage import FORMS, StorageSpec
+
+#: ``ZODB.DB`` keyword arguments settable from the Flask config.
+DB_KEYS = {
+    "ZODB_POOL_SIZE": "pool_size",
+    "ZODB_POOL_TIMEOUT": "pool_timeout",
+    "ZODB_CACHE_SIZE": "cache_size",
+    "ZODB_CACHE_SIZE_BYTES": "cache_size_bytes",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "ZODB_RETRY_ATTEMPTS": DEFAULT_ATTEMPTS,
+    "ZODB_MAX_BODY_SIZE": None,
+    "ZODB_COMMIT_VETO": None,
+    **{key: None for key in DB_KEYS},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSpec
+    db_kwargs: dict[str, Any]
+    attempts: int
+    max_body_size: int | None
+    commit_veto: CommitVeto
+
+
+def read_settings(config: Mapping[str, Any]) -> Settings:
+    """Check the app's ``ZODB_*`` settings and return them, or raise a
+    :class:`~zodb_wsgi.ConfigurationError` that names the key to fix."""
+    storage = config.get("ZODB_STORAGE")
+    if storage is None or storage == "":
+        raise ConfigurationError(
+            f"ZODB_STORAGE is not set. Set app.config['ZODB_STORAGE'] (or the "
+            f"FLASK_ZODB_STORAGE environment variable with "
+            f"app.config.from_prefixed_env()) to {FORMS}, before ZODB(app) or "
+            f"db.init_app(app)."
+        )
+    db_kwargs = {}
+    for key, name in DB_KEYS.items():
+        value = config.get(key)
+        if value is not None:
+            db_kwargs[name] = _number(key, value, minimum=0)
+    attempts = _number("ZODB_RETRY_ATTEMPTS", config["ZODB_RETRY_ATTEMPTS"], minimum=1)
+    max_body = config.get("ZODB_MAX_BODY_SIZE")
+    veto = config.get("ZODB_COMMIT_VETO") or default_commit_veto
+    if not callable(veto):
+        raise ConfigurationError(
+            "ZODB_COMMIT_VETO must be a callable veto(environ, status, headers) -> bool "
+            f"that returns True to abort; got {veto!r}."
+        )
+    return Settings(
+        storage=storage,
+        db_kwargs=db_kwargs,
+        attempts=int(attempts),
+        max_body_size=None
+        if max_body is None
+        else int(_number("ZODB_MAX_BODY_SIZE", max_body, minimum=0)),
+        commit_veto=veto,
+    )
+
+
+def _number(key: str, value: Any, *, minimum: int) -> int | float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value) if "." in value else int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigurationError(f"{key} must be a number of {minimum} or more; got {value!r}.")
+    return value

@@ -1,0 +1,225 @@
+"""The :class:`ZODB` extension object: the database's root, as a mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import ZODB as _zodb
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from persistent.mapping import PersistentMapping
+from transaction import TransactionManager
+from transaction.interfaces import TransientError
+from ZODB.Connection import Connection
+from zodb_wsgi import HANDLE_KEY, Database, ZODBHandle, ZODBMiddleware
+
+from .config import DEFAULTS, read_settings
+
+_G_KEY = "_zodb_handle"
+
+
+@dataclass
+class _State:
+    """What ``init_app`` keeps in ``app.extensions["zodb"]``."""
+
+    extension: ZODB
+    database: Database
+    middleware: ZODBMiddleware
+
+
+class ZODB(MutableMapping[str, Any]):
+    """The database of a Flask application.
+
+    During a request (and in any Flask application context) the object
+    behaves as the database's root mapping::
+
+        db = ZODB(app)
+
+        @app.post("/")
+        def shout():
+            db["shoutout"] = request.form["message"]
+            return redirect(url_for("index"))
+
+    :param app: the application to set up now; or call :meth:`init_app`
+        later, once per application, for the application factory pattern.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'bound' if has_app_context() else 'unbound'}>"
+
+    # -- setting up ---------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Set up *app*: read its ``ZODB_*`` config and wrap its ``wsgi_app``
+        in a :class:`~zodb_wsgi.ZODBMiddleware`.
+
+        If ``app.wsgi_app`` already is (or wraps) a ``ZODBMiddleware``, that
+        one is used as it is and ``ZODB_STORAGE`` is not needed.
+        """
+        if "zodb" in app.extensions:
+            raise RuntimeError(
+                f"Flask-ZODB is already set up on the application {app.name!r}; "
+                "call init_app once per application."
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        middleware = _find_middleware(app.wsgi_app)
+        if middleware is None:
+            middleware = self._make_middleware(app)
+            app.wsgi_app = middleware  # type: ignore[method-assign]
+        app.extensions["zodb"] = _State(self, middleware.database, middleware)
+        app.register_error_handler(TransientError, _hand_to_middleware)
+        app.teardown_appcontext(_finish_context)
+        app.shell_context_processor(lambda: {"db": self})
+
+    def _make_middleware(self, app: Flask) -> ZODBMiddleware:
+        settings = read_settings(app.config)
+        database = Database(settings.storage, db_kwargs=settings.db_kwargs, setting="ZODB_STORAGE")
+        return ZODBMiddleware(
+            app.wsgi_app,
+            database,
+            attempts=settings.attempts,
+            max_body_size=settings.max_body_size,
+            commit_veto=settings.commit_veto,
+        )
+
+    def create_db(self, app: Flask) -> _zodb.DB:
+        """Return *app*'s ``ZODB.DB`` (its connection pool) in this process,
+        opening it from the configuration on first use. There is one per
+        application and process; do not close it while the app serves."""
+        return _state(app).database.get()
+
+    # -- the current context's handle -----------------------------------------
+
+    @property
+    def handle(self) -> ZODBHandle:
+        """The :class:`~zodb_wsgi.ZODBHandle` of the current request or context."""
+        if has_request_context():
+            handle = request.environ.get(HANDLE_KEY)
+            if handle is not None:
+                return handle  # type: ignore[no-any-return]
+        if not has_app_context():
+            raise RuntimeError(
+                "the ZODB database was used outside of a Flask application context. "
+                "Use it in a view, or push a context first: "
+                "'with app.app_context():' (or 'with app.test_request_context():'); "
+                "'flask' CLI commands and 'flask shell' push one for you."
+            )
+        handle = g.get(_G_KEY)
+        if handle is None:
+            # A context that no middleware manages: it gets a handle of its
+            # own, finished when the context is popped (_finish_context).
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            handle = ZODBHandle(_state(app).database, note=_context_note())
+            handle.bind_thread()
+            setattr(g, _G_KEY, handle)
+        return handle  # type: ignore[no-any-return]
+
+    @property
+    def connection(self) -> Connection:
+        """The current context's ZODB connection, opened on first use."""
+        return self.handle.connection
+
+    @property
+    def root(self) -> PersistentMapping:
+        """The database's root mapping (``db`` itself acts on it)."""
+        return self.handle.root
+
+    @property
+    def is_connected(self) -> bool:
+        """True if there is a Flask context and it has opened its connection."""
+        if not has_app_context():
+            return False
+        if has_request_context():
+            handle = request.environ.get(HANDLE_KEY)
+            if handle is not None:
+                return handle.is_connected  # type: ignore[no-any-return]
+        handle = g.get(_G_KEY)
+        return handle is not None and handle.is_connected
+
+    @property
+    def transaction_manager(self) -> TransactionManager:
+        """The transaction manager of the current request or context."""
+        return self.handle.transaction_manager
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """Run *callback* once the current transaction has committed (see
+        :meth:`zodb_wsgi.ZODBHandle.after_commit`)."""
+        self.handle.after_commit(callback)
+
+    # -- the root mapping -----------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.handle.root[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.handle.root[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.handle.root[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.handle.root)
+
+    def __len__(self) -> int:
+        return len(self.handle.root)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.handle.root
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.handle.root.get(key, default)
+
+
+def _state(app: Flask) -> _State:
+    try:
+        return app.extensions["zodb"]  # type: ignore[no-any-return]
+    except KeyError:
+        raise RuntimeError(
+            f"Flask-ZODB is not set up on the application {app.name!r}: create "
+            "the extension with ZODB(app), or call db.init_app(app)."
+        ) from None
+
+
+def _find_middleware(wsgi_app: Any) -> ZODBMiddleware | None:
+    # Follow a chain of middlewares that keep their inner app as ``.app``.
+    for _ in range(16):
+        if isinstance(wsgi_app, ZODBMiddleware):
+            return wsgi_app
+        wsgi_app = getattr(wsgi_app, "app", None)
+        if wsgi_app is None:
+            break
+    return None
+
+
+def _context_note() -> str:
+    if has_request_context():
+        return f"{request.method} {request.path}"
+    return "flask app context"
+
+
+def _hand_to_middleware(error: TransientError) -> Any:
+    # A conflict raised in a view must reach the middleware to be retried,
+    # even when the app has a catch-all error handler: hand it over and
+    # answer something that the retry will replace.
+    handle = request.environ.get(HANDLE_KEY)
+    if handle is None:
+        raise error
+    handle.request_retry(error)
+    return "The database is busy; this request is being retried.", 503
+
+
+def _finish_context(error: BaseException | None) -> None:
+    handle = g.pop(_G_KEY, None)
+    if handle is None:
+        return
+    try:
+        handle.finish(commit=error is None)
+    finally:
+        handle.unbind_thread()
+        handle.close()

@@ -1,0 +1,166 @@
+"""One ``ZODB.DB`` per process, created on first use.
+
+A database opened before a pre-fork server (``gunicorn --preload``) forks would
+be shared by every worker: its storage's file handles and sockets would be used
+by several processes at once. :class:`Database` therefore opens the ``ZODB.DB``
+only when a request first needs it, remembers the process that opened it, and
+opens a new one when it finds itself in another process. The database is
+closed when the process exits, so that a FileStorage writes its index and the
+next start does not have to rebuild it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import transaction
+import ZODB
+from ZODB.Connection import Connection
+
+from .errors import ConfigurationError, StorageUnavailableError
+from .storage import SCHEME_PROVIDERS, StorageSpec, describe, mask_uri, resolve_storage
+
+log = logging.getLogger("zodb_wsgi")
+
+_LOCKED_HELP = (
+    "A file storage can be opened by one process only. To share one database "
+    "between several processes, serve it with ZEO ('zeo://host:port'), or use "
+    "RelStorage: 'sqlite://?data_dir=/path' for processes on one machine, "
+    "'postgres://user@host/dbname' for many machines. If only one process should "
+    "have it open, stop the other one (another server, a shell, a CLI command)."
+)
+
+
+class Database:
+    """A lazily opened, fork-aware ``ZODB.DB`` for one storage configuration.
+
+    :param storage: any of the forms :func:`zodb_wsgi.storage.resolve_storage`
+        accepts.
+    :param db_kwargs: keyword arguments for ``ZODB.DB`` (``pool_size``,
+        ``cache_size``, ``cache_size_bytes``, ...). They override those that
+        the URI or the tuple carries.
+    :param setting: the name of the setting, used in error messages.
+    """
+
+    def __init__(
+        self,
+        storage: StorageSpec,
+        *,
+        db_kwargs: Mapping[str, Any] | None = None,
+        setting: str = "storage",
+    ) -> None:
+        self._factory, kwargs = resolve_storage(storage, setting=setting)
+        kwargs.update(db_kwargs or {})
+        self.db_kwargs: dict[str, Any] = kwargs
+        self.description = describe(storage)
+        self._setting = setting
+        self._db: ZODB.DB | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "not opened"
+        return f"<Database {self.description} ({state})>"
+
+    @property
+    def is_open(self) -> bool:
+        """True if this process has the ``ZODB.DB`` open."""
+        return self._db is not None and self._pid == os.getpid()
+
+    def get(self) -> ZODB.DB:
+        """Return this process's ``ZODB.DB``, opening it on first use."""
+        db = self._db
+        if db is not None and self._pid == os.getpid():
+            return db
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                return self._db
+            if self._db is not None:
+                # Inherited across a fork: the parent still uses its storage's
+                # files and sockets, so the child must not close them. Drop it.
+                log.info("process %s forked: opening its own database", os.getpid())
+                self._db = None
+            db = self._open()
+            self._db, self._pid = db, os.getpid()
+        _close_at_exit(self)
+        return db
+
+    def open(self, transaction_manager: transaction.TransactionManager) -> Connection:
+        """Open a connection from the pool, bound to *transaction_manager*."""
+        return self.get().open(transaction_manager=transaction_manager)
+
+    def close(self) -> None:
+        """Close this process's database, if open. It reopens on next use."""
+        with self._lock:
+            db, self._db = self._db, None
+            if db is not None and self._pid == os.getpid():
+                db.close()
+
+    def _open(self) -> ZODB.DB:
+        try:
+            storage = self._factory()
+        except ImportError as exc:
+            raise StorageUnavailableError(
+                f"cannot open {self._setting} {self.description}: {exc}. "
+                f"{_driver_hint(self.description)}"
+            ) from exc
+        except Exception as exc:
+            if _is_lock_error(exc):
+                raise StorageUnavailableError(
+                    f"cannot open {self._setting} {self.description}: it is locked by "
+                    f"another process. {_LOCKED_HELP}"
+                ) from exc
+            raise StorageUnavailableError(
+                f"cannot open {self._setting} {self.description}: "
+                f"{type(exc).__name__}: {mask_uri(str(exc))}"
+            ) from exc
+        try:
+            return ZODB.DB(storage, **self.db_kwargs)
+        except TypeError as exc:
+            storage.close()
+            raise ConfigurationError(
+                f"{self._setting}: the database options {sorted(self.db_kwargs)} are "
+                f"not all accepted by ZODB.DB: {exc}"
+            ) from exc
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    try:
+        from zc.lockfile import LockError
+    except ImportError:  # pragma: no cover - zc.lockfile comes with ZODB
+        return False
+    return isinstance(exc, LockError)
+
+
+def _driver_hint(description: str) -> str:
+    scheme = description.split("://", 1)[0]
+    provider = SCHEME_PROVIDERS.get(scheme)
+    if provider:
+        return f"Install {provider} to use {scheme}:// storages."
+    return "Install the package that provides this storage."
+
+
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+_registered = False
+
+
+def _close_at_exit(database: Database) -> None:
+    global _registered
+    _open_databases.add(database)
+    if not _registered:
+        _registered = True
+        atexit.register(_close_all)
+
+
+def _close_all() -> None:
+    for database in list(_open_databases):
+        try:
+            database.close()
+        except Exception:  # pragma: no cover - nothing more can be done at exit
+            log.exception("closing %s at exit failed", database.description)

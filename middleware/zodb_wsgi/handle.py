@@ -1,0 +1,238 @@
+"""The per-request handle: open lazily, finish (commit or abort), close.
+
+This is the one implementation of a request's life with the database. The
+middleware makes one handle per attempt of a request; the Flask facade makes
+one for a Flask context that no middleware manages (``test_request_context``,
+``app_context``, a CLI command). Either way the steps are the same:
+
+1. The handle is created with a fresh transaction manager of its own, so the
+   transaction belongs to the request, not to the thread that happens to run
+   it (Flask runs ``async def`` views in another thread).
+2. :attr:`ZODBHandle.connection` opens a connection from the pool the first
+   time it is asked for; a request that never asks opens none.
+3. :meth:`ZODBHandle.finish` commits or aborts whatever transaction the
+   request started.
+4. :meth:`ZODBHandle.close` aborts anything left over, returns the connection
+   to the pool and refuses any further use. It may be called more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import transaction
+from persistent.mapping import PersistentMapping
+from transaction.interfaces import ITransaction
+from ZODB.Connection import Connection
+
+from .database import Database
+from .errors import HandleClosedError, UnstorableValueError
+
+log = logging.getLogger("zodb_wsgi")
+
+_thread_managers = transaction.manager  # the global, thread-local manager
+
+
+class RequestTransactionManager(transaction.TransactionManager):
+    """A transaction manager that belongs to one request.
+
+    It is an ordinary :class:`transaction.TransactionManager` (implicit mode:
+    ``get()`` starts a transaction when there is none); it only adds
+    :meth:`current`, which tells whether the request started a transaction at
+    all, so that a request that never did costs nothing to finish.
+    """
+
+    def current(self) -> ITransaction | None:
+        """The transaction in progress, or None if none was started."""
+        return self._txn  # type: ignore[no-any-return]
+
+
+class ZODBHandle:
+    """One request's access to the database.
+
+    :param database: the process's :class:`~zodb_wsgi.database.Database`.
+    :param note: the text written into the transaction's description when it
+        commits (the middleware passes the method and the path).
+    :param user: the transaction's user (the middleware passes
+        ``REMOTE_USER``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_after_commit",
+        "_closed",
+        "_connection",
+        "_previous_manager",
+        "database",
+        "note",
+        "retry_error",
+        "transaction_manager",
+        "user",
+    )
+
+    def __init__(self, database: Database, *, note: str = "", user: str = "") -> None:
+        self.database = database
+        self.transaction_manager = RequestTransactionManager()
+        self.note = note
+        self.user = user
+        #: A transient error that the application caught (for example in a
+        #: Flask error handler) and handed to the middleware to be retried.
+        self.retry_error: BaseException | None = None
+        self._connection: Connection | None = None
+        self._closed = False
+        self._after_commit: list[Callable[[], Any]] | None = None
+        self._previous_manager: Any = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self._connection else "idle"
+        return f"<ZODBHandle {self.note or '(no note)'} {state}>"
+
+    # -- access ---------------------------------------------------------------
+
+    @property
+    def connection(self) -> Connection:
+        """The request's connection, opened from the pool on first use."""
+        connection = self._connection
+        if connection is None:
+            if self._closed:
+                raise HandleClosedError(
+                    "this database handle belongs to a request that has ended; "
+                    "its connection is back in the pool. Reach the database "
+                    "through the current request (environ['zodb']) instead of "
+                    "keeping a handle, a connection or a persistent object "
+                    "from an earlier request."
+                )
+            connection = self._connection = self.database.open(self.transaction_manager)
+        return connection
+
+    @property
+    def root(self) -> PersistentMapping:
+        """The database's root mapping, through :attr:`connection`."""
+        return self.connection.root()  # type: ignore[no-any-return]
+
+    @property
+    def is_connected(self) -> bool:
+        """True if this request has opened its connection."""
+        return self._connection is not None
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the request has ended and the handle was closed."""
+        return self._closed
+
+    @property
+    def transaction(self) -> ITransaction:
+        """The request's transaction (started if there is none yet)."""
+        return self.transaction_manager.get()
+
+    def doom(self) -> None:
+        """Doom the request's transaction: it will be aborted, never committed."""
+        self.transaction_manager.get().doom()
+
+    def request_retry(self, error: BaseException) -> None:
+        """Ask the middleware to retry the request because of *error*.
+
+        For frameworks that turn every exception into a response before the
+        middleware can see it: their handler for
+        :class:`transaction.interfaces.TransientError` calls this, and the
+        middleware then retries exactly as if the error had escaped.
+        """
+        self.retry_error = error
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """Run *callback* once, after the request's transaction has committed.
+
+        Use it for side effects that must happen once and only if the data
+        was stored: sending mail, queueing a job. It is not run when the
+        transaction aborts, nor for an attempt that is retried; an exception
+        it raises is logged and does not undo the commit.
+        """
+        if self._after_commit is None:
+            self._after_commit = []
+        self._after_commit.append(callback)
+
+    # -- thread binding ---------------------------------------------------------
+
+    def bind_thread(self) -> None:
+        """Make ``transaction.get()`` in this thread reach the request's manager."""
+        self._previous_manager = _thread_managers.manager
+        _thread_managers.manager = self.transaction_manager
+
+    def unbind_thread(self) -> None:
+        """Undo :meth:`bind_thread`, in the thread that bound."""
+        previous, self._previous_manager = self._previous_manager, None
+        if previous is not None and _thread_managers.manager is self.transaction_manager:
+            _thread_managers.manager = previous
+
+    # -- the end of the request -------------------------------------------------
+
+    def finish(self, *, commit: bool) -> bool:
+        """Commit the request's transaction if *commit* and it is not doomed,
+        otherwise abort it. Return True if something was committed.
+
+        A commit that fails is aborted before its exception is raised again,
+        so that the database is as it was before the request.
+        """
+        txn = self.transaction_manager.current()
+        if txn is None:
+            return False
+        if not commit or txn.isDoomed():
+            txn.abort()
+            return False
+        self._annotate(txn)
+        try:
+            txn.commit()
+        except BaseException as exc:
+            self._abort_quietly()
+            if isinstance(exc, (pickle.PicklingError, TypeError)) and _is_pickling(exc):
+                raise UnstorableValueError(
+                    f"a value could not be stored in the database: {exc}. Only "
+                    "picklable values can be stored (no functions defined inline, "
+                    "open files, sockets, locks or generators); keep such things "
+                    "out of persistent objects, or give their class __getstate__. "
+                    "The transaction was aborted: nothing of this request was "
+                    "written."
+                ) from exc
+            raise
+        callbacks, self._after_commit = self._after_commit, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback %r failed", callback)
+        return True
+
+    def close(self) -> None:
+        """Abort what is left, return the connection to the pool, refuse reuse."""
+        if self._closed:
+            return
+        self._closed = True
+        self._after_commit = None
+        if self.transaction_manager.current() is not None:
+            self._abort_quietly()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                log.exception("closing the connection of %r failed", self)
+
+    def _annotate(self, txn: ITransaction) -> None:
+        if self.note:
+            # The request's own note comes first, whatever the view added.
+            txn.description = f"{self.note}\n{txn.description}" if txn.description else self.note
+        if self.user and not txn.user:
+            txn.user = self.user
+
+    def _abort_quietly(self) -> None:
+        try:
+            self.transaction_manager.abort()
+        except Exception:
+            log.exception("aborting the transaction of %r failed", self)
+
+
+def _is_pickling(exc: BaseException) -> bool:
+    return isinstance(exc, pickle.PicklingError) or "pickle" in str(exc)

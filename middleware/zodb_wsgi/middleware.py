@@ -1,0 +1,324 @@
+"""The WSGI middleware: one transaction per request, committed before the response.
+
+Usage::
+
+    from zodb_wsgi import ZODBMiddleware
+
+    def app(environ, start_response):
+        root = environ["zodb"].root
+        root["hits"] = root.get("hits", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d hits" % root["hits"]]
+
+    app = ZODBMiddleware(app, "file://app.fs")
+
+The application runs with a handle in ``environ["zodb"]`` whose connection
+opens on first use. What it returns is held back: the status and headers
+reach the server only once the transaction has committed, so no client is
+ever told "200 OK" about a change that was not stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Protocol
+
+import webob
+from transaction.interfaces import TransientError
+
+from .body import buffer_body, has_body, rewind
+from .database import Database
+from .environ import HANDLE_KEY, MANAGER_KEY
+from .handle import ZODBHandle
+from .storage import StorageSpec
+
+log = logging.getLogger("zodb_wsgi")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
+Headers = list[tuple[str, str]]
+StartResponse = Callable[..., Callable[[bytes], Any]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+CommitVeto = Callable[[dict[str, Any], str, Headers], bool]
+
+#: The response header through which a view decides the fate of its
+#: transaction: ``commit`` or ``abort``. It is removed before the response
+#: leaves the middleware.
+TRANSACTION_HEADER = "X-ZODB-Transaction"
+
+DEFAULT_ATTEMPTS = 8
+DEFAULT_BACKOFF = 0.01
+DEFAULT_MAX_BACKOFF = 0.5
+DEFAULT_SPOOL_THRESHOLD = 1 << 20
+
+
+class RetryHook(Protocol):
+    def __call__(self, environ: dict[str, Any], attempt: int, error: BaseException) -> Any: ...
+
+
+def default_commit_veto(environ: dict[str, Any], status: str, headers: Headers) -> bool:
+    """Abort (return True) for a 4xx or 5xx status; commit anything else."""
+    return status[:1] in ("4", "5")
+
+
+class ZODBMiddleware:
+    """Wrap *app* so that each request runs in one ZODB transaction.
+
+    :param app: any WSGI application.
+    :param storage: a zodburi URI, a ``(storage_factory, db_kwargs)`` tuple,
+        a storage factory, or a :class:`~zodb_wsgi.database.Database` to share.
+    :param db_kwargs: extra keyword arguments for ``ZODB.DB``.
+    :param attempts: how many times a request may run when it meets a
+        transient error (a conflict); 1 turns retries off.
+    :param backoff: the first retry's wait in seconds; each further retry
+        doubles it, up to *max_backoff*, with jitter of ±50%.
+    :param commit_veto: ``veto(environ, status, headers) -> bool``; True
+        aborts the transaction. The default aborts on 4xx and 5xx.
+    :param max_body_size: bodies larger than this get a 413 before the
+        application runs (None: no limit).
+    :param spool_threshold: bodies larger than this are buffered in a
+        temporary file rather than in memory.
+    :param on_retry: called as ``on_retry(environ, attempt, error)`` before
+        each retry, for logging or metrics.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        storage: StorageSpec | Database,
+        *,
+        db_kwargs: Mapping[str, Any] | None = None,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        commit_veto: CommitVeto = default_commit_veto,
+        max_body_size: int | None = None,
+        spool_threshold: int = DEFAULT_SPOOL_THRESHOLD,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise ValueError(f"attempts must be an integer of 1 or more, got {attempts!r}")
+        self.app = app
+        if isinstance(storage, Database):
+            self.database = storage
+        else:
+            self.database = Database(storage, db_kwargs=db_kwargs)
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.commit_veto = commit_veto
+        self.max_body_size = max_body_size
+        self.spool_threshold = spool_threshold
+        self.on_retry = on_retry
+
+    def __repr__(self) -> str:
+        return f"<ZODBMiddleware {self.database.description} around {self.app!r}>"
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if HANDLE_KEY in environ:
+            # An outer middleware already manages this request's transaction:
+            # two managers acting on one request would commit twice.
+            return self.app(environ, start_response)
+        retries = self.attempts > 1
+        if retries and has_body(environ):
+            problem = buffer_body(
+                environ, spool_threshold=self.spool_threshold, max_size=self.max_body_size
+            )
+            if problem is not None:
+                return problem(environ, start_response)  # type: ignore[no-any-return]
+        attempt = 1
+        while True:
+            try:
+                # Each attempt gets its own copy: the application may change
+                # the environ, and a retry must start from the request as sent.
+                return self._attempt(environ.copy() if retries else environ, start_response)
+            except TransientError as error:
+                if attempt >= self.attempts:
+                    return self._give_up(environ, attempt, error, start_response)
+                self._before_retry(environ, attempt, error)
+                attempt += 1
+
+    # -- one attempt --------------------------------------------------------
+
+    def _attempt(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        handle = ZODBHandle(
+            self.database,
+            note=_note(environ),
+            user=environ.get("REMOTE_USER") or "",
+        )
+        environ[HANDLE_KEY] = handle
+        environ[MANAGER_KEY] = handle.transaction_manager
+        response = _HeldResponse()
+        app_iter: Iterable[bytes] | None = None
+        handle.bind_thread()
+        try:
+            app_iter = self.app(environ, response.start_response)
+            body = response.run_until_started(app_iter)
+            if handle.retry_error is not None:
+                raise handle.retry_error
+            handle.finish(commit=not self._vetoed(environ, response))
+            # Only now, with the transaction stored, may the client hear of it.
+            start_response(response.status, response.headers, response.exc_info)
+        except BaseException:
+            _close(app_iter)
+            _end(handle, environ)
+            raise
+        finally:
+            handle.unbind_thread()
+        return _ClosingIterable(body, app_iter, handle, environ)
+
+    def _vetoed(self, environ: dict[str, Any], response: _HeldResponse) -> bool:
+        decision = response.pop_header(TRANSACTION_HEADER)
+        if decision is not None:
+            decision = decision.strip().lower()
+            if decision in ("commit", "abort"):
+                return decision == "abort"
+            log.warning("ignoring %s: %r (use 'commit' or 'abort')", TRANSACTION_HEADER, decision)
+        return self.commit_veto(environ, response.status, response.headers)
+
+    # -- retries --------------------------------------------------------------
+
+    def _before_retry(self, environ: dict[str, Any], attempt: int, error: BaseException) -> None:
+        log.info(
+            "%s on attempt %d of %d for %s; retrying",
+            type(error).__name__,
+            attempt,
+            self.attempts,
+            _note(environ),
+        )
+        if self.on_retry is not None:
+            self.on_retry(environ, attempt, error)
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        if "webob.is_body_seekable" in environ:
+            rewind(environ)
+
+    def _give_up(
+        self,
+        environ: dict[str, Any],
+        attempt: int,
+        error: BaseException,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        log.warning(
+            "%s: gave up after %d attempt(s): %s: %s",
+            _note(environ),
+            attempt,
+            type(error).__name__,
+            error,
+        )
+        response = webob.Response(
+            "The database is busy with other changes and this request could not "
+            "be completed; nothing was changed. Please try again.\n",
+            status=503,
+            content_type="text/plain",
+            charset="utf-8",
+        )
+        response.headers["Retry-After"] = "1"
+        return response(environ, start_response)  # type: ignore[no-any-return]
+
+
+class _HeldResponse:
+    """Records what the application starts, so it can be sent after commit."""
+
+    __slots__ = ("exc_info", "headers", "status", "written")
+
+    def __init__(self) -> None:
+        self.status: str = ""
+        self.headers: Headers = []
+        self.exc_info: ExcInfo | None = None
+        self.written: list[bytes] = []
+
+    def start_response(
+        self, status: str, headers: Headers, exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], Any]:
+        if exc_info is not None:
+            try:
+                # Nothing was sent yet, so the error's headers may replace the
+                # old ones; PEP 3333 requires no more than that.
+                self.exc_info = exc_info
+            finally:
+                exc_info = None
+        self.status, self.headers = status, headers
+        return self.written.append
+
+    def run_until_started(self, app_iter: Iterable[bytes]) -> Iterable[bytes]:
+        """Return the body to send: output of ``write()`` first, then the rest.
+
+        PEP 3333 lets an application call start_response as late as its first
+        chunk of body, so *app_iter* is advanced until it has; the chunks read
+        on the way are kept, not lost.
+        """
+        head = self.written
+        if self.status:
+            return itertools.chain(head, app_iter) if head else app_iter
+        iterator = iter(app_iter)
+        for chunk in iterator:
+            if chunk:
+                head.append(chunk)
+            if self.status:
+                return itertools.chain(head, iterator)
+        if self.status:
+            return head
+        raise RuntimeError("the WSGI application returned without calling start_response")
+
+    def pop_header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for i, (key, value) in enumerate(self.headers):
+            if key.lower() == lowered:
+                del self.headers[i]
+                return value
+        return None
+
+
+class _ClosingIterable:
+    """The response body as the server sees it: closing it ends the request."""
+
+    __slots__ = ("_app_iter", "_body", "_environ", "_handle")
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        app_iter: Iterable[bytes],
+        handle: ZODBHandle,
+        environ: dict[str, Any],
+    ) -> None:
+        self._body = body
+        self._app_iter = app_iter
+        self._handle = handle
+        self._environ = environ
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            _close(self._app_iter)
+        finally:
+            _end(self._handle, self._environ)
+
+
+def _close(app_iter: object) -> None:
+    close = getattr(app_iter, "close", None)
+    if close is not None:
+        close()
+
+
+def _end(handle: ZODBHandle, environ: dict[str, Any]) -> None:
+    handle.close()
+    if environ.get(HANDLE_KEY) is handle:
+        del environ[HANDLE_KEY]
+        environ.pop(MANAGER_KEY, None)
+
+
+def _note(environ: Mapping[str, Any]) -> str:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    # PEP 3333 carries the path as latin-1 decoded bytes; most clients send UTF-8.
+    with contextlib.suppress(UnicodeError):
+        path = path.encode("latin-1").decode("utf-8")
+    return f"{environ.get('REQUEST_METHOD', 'GET')} {path or '/'}"

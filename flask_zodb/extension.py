@@ -12,6 +12,7 @@ from persistent.mapping import PersistentMapping
 from transaction import TransactionManager
 from transaction.interfaces import TransientError
 from ZODB.Connection import Connection
+
 from zodb_wsgi import HANDLE_KEY, Database, ZODBHandle, ZODBMiddleware
 
 from .config import DEFAULTS, read_settings

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import zodburi
 
@@ -120,7 +120,48 @@ def _resolve_uri(uri: str, setting: str) -> tuple[StorageFactory, dict[str, Any]
         ) from None
     except ValueError as exc:
         raise ConfigurationError(f"{setting} {mask_uri(uri)!r}: {mask_uri(str(exc))}.") from None
+    if scheme == "postgres":
+        factory = postgres_factory(uri)
     return factory, db_kwargs
+
+
+def postgres_factory(uri: str) -> StorageFactory:
+    """RelStorage's factory for a ``postgres://`` URI, with a correct DSN.
+
+    RelStorage's own resolver writes the parts a URI leaves out as the text
+    ``'None'`` (``port='None'``, which libpq refuses) and does not decode
+    percent-escapes; this one leaves absent parts to libpq's defaults (so
+    ``postgres:///dbname`` uses the local socket) and decodes the rest.
+    """
+    from relstorage.zodburi_resolver import PostgreSQLAdapterHelper, RelStorageURIResolver
+
+    class Helper(PostgreSQLAdapterHelper):  # type: ignore[misc]
+        def __call__(self, parsed: Any, kw: dict[str, str]) -> tuple[Any, dict[str, str]]:
+            parts = {
+                "dbname": unquote(parsed.path[1:]) or None,
+                "user": unquote(parsed.username) if parsed.username else None,
+                "password": unquote(parsed.password) if parsed.password else None,
+                "host": unquote(parsed.hostname) if parsed.hostname else None,
+                "port": parsed.port,
+            }
+            options, unused = self.interpret_kwargs(kw)
+            parts.update(options)
+            dsn = " ".join(f"{k}={_dsn_quote(v)}" for k, v in parts.items() if v is not None)
+
+            def factory(options: Any) -> Any:
+                from relstorage.adapters.postgresql import PostgreSQLAdapter
+
+                return PostgreSQLAdapter(dsn=dsn, options=options)
+
+            return factory, unused
+
+    factory, _ = RelStorageURIResolver(Helper())(uri)
+    return factory  # type: ignore[no-any-return]
+
+
+def _dsn_quote(value: object) -> str:
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
 
 
 def _short(value: object) -> str:

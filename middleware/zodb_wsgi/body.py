@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-import webob
-from webob.exc import HTTPBadRequest, HTTPRequestEntityTooLarge
+from ._webob import webob
+
+HTTPBadRequest = webob.exc.HTTPBadRequest
+HTTPRequestEntityTooLarge = webob.exc.HTTPRequestEntityTooLarge
 
 
 class _BodyTooLarge(Exception):
@@ -39,7 +41,7 @@ def has_body(environ: dict[str, Any]) -> bool:
     """True if the request carries a body that must be buffered."""
     length = environ.get("CONTENT_LENGTH")
     if length:
-        return length != "0"
+        return bool(length != "0")
     return bool(environ.get("wsgi.input_terminated")) or (
         "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     )

@@ -36,7 +36,7 @@ log = logging.getLogger("zodb_wsgi")
 _thread_managers = transaction.manager  # the global, thread-local manager
 
 
-class RequestTransactionManager(transaction.TransactionManager):
+class RequestTransactionManager(transaction.TransactionManager):  # type: ignore[misc]
     """A transaction manager that belongs to one request.
 
     It is an ordinary :class:`transaction.TransactionManager` (implicit mode:
@@ -47,7 +47,7 @@ class RequestTransactionManager(transaction.TransactionManager):
 
     def current(self) -> ITransaction | None:
         """The transaction in progress, or None if none was started."""
-        return self._txn  # type: ignore[no-any-return]
+        return self._txn
 
 
 class ZODBHandle:
@@ -111,7 +111,7 @@ class ZODBHandle:
     @property
     def root(self) -> PersistentMapping:
         """The database's root mapping, through :attr:`connection`."""
-        return self.connection.root()  # type: ignore[no-any-return]
+        return self.connection.root()
 
     @property
     def is_connected(self) -> bool:

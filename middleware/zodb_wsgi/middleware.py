@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
-import webob
 from transaction.interfaces import TransientError
 
+from ._webob import webob
 from .body import buffer_body, has_body, rewind
 from .database import Database
 from .environ import HANDLE_KEY, MANAGER_KEY

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import transaction
 import ZODB as _zodb
 from flask import Flask, current_app, g, has_app_context, has_request_context, request
 from persistent.mapping import PersistentMapping
@@ -15,6 +16,7 @@ from ZODB.Connection import Connection
 
 from zodb_wsgi import HANDLE_KEY, Database, ZODBHandle, ZODBMiddleware
 
+from .cli import zodb_cli
 from .config import DEFAULTS, read_settings
 
 _G_KEY = "_zodb_handle"
@@ -76,7 +78,11 @@ class ZODB(MutableMapping[str, Any]):
         app.extensions["zodb"] = _State(self, middleware.database, middleware)
         app.register_error_handler(TransientError, _hand_to_middleware)
         app.teardown_appcontext(_finish_context)
-        app.shell_context_processor(lambda: {"db": self})
+        app.shell_context_processor(self._shell_context)
+        app.cli.add_command(zodb_cli)
+
+    def _shell_context(self) -> dict[str, Any]:
+        return {"db": self, "root": self.root, "transaction": transaction}
 
     def _make_middleware(self, app: Flask) -> ZODBMiddleware:
         settings = read_settings(app.config)
@@ -119,7 +125,7 @@ class ZODB(MutableMapping[str, Any]):
             handle = ZODBHandle(_state(app).database, note=_context_note())
             handle.bind_thread()
             setattr(g, _G_KEY, handle)
-        return handle  # type: ignore[no-any-return]
+        return handle
 
     @property
     def connection(self) -> Connection:

@@ -12,16 +12,18 @@ next start does not have to rebuild it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import transaction
 import ZODB
 from ZODB.Connection import Connection
+from ZODB.DemoStorage import DemoStorage
 
 from .errors import ConfigurationError, StorageUnavailableError
 from .storage import SCHEME_PROVIDERS, StorageSpec, describe, mask_uri, resolve_storage
@@ -101,6 +103,31 @@ class Database:
             db, self._db = self._db, None
             if db is not None and self._pid == os.getpid():
                 db.close()
+
+    @contextlib.contextmanager
+    def layered(self) -> Iterator[ZODB.DB]:
+        """Serve a throw-away layer over the storage for the duration of a
+        ``with`` block.
+
+        Inside the block this process's database is a ``DemoStorage`` whose
+        base is the real storage: requests read what the storage holds and
+        write only to the layer, which is dropped when the block ends. Tests
+        use it (through the Flask-ZODB pytest plugin) so that no test sees
+        another's writes.
+        """
+        base = self.get()
+        layer = ZODB.DB(
+            DemoStorage(base=base.storage, close_base_on_close=False), **self.db_kwargs
+        )
+        with self._lock:
+            self._db = layer
+        try:
+            yield layer
+        finally:
+            with self._lock:
+                if self._db is layer:
+                    self._db = base
+            layer.close()
 
     def _open(self) -> ZODB.DB:
         try:

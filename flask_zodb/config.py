@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "ZODB_RETRY_ATTEMPTS": DEFAULT_ATTEMPTS,
     "ZODB_MAX_BODY_SIZE": None,
     "ZODB_COMMIT_VETO": None,
+    "ZODB_SERVER_TIMING": False,
     **{key: None for key in DB_KEYS},
 }
 
@@ -39,6 +40,7 @@ class Settings:
     attempts: int
     max_body_size: int | None
     commit_veto: CommitVeto
+    server_timing: bool
 
 
 def read_settings(config: Mapping[str, Any]) -> Settings:
@@ -73,6 +75,7 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         if max_body is None
         else int(_number("ZODB_MAX_BODY_SIZE", max_body, minimum=0)),
         commit_veto=veto,
+        server_timing=_flag("ZODB_SERVER_TIMING", config.get("ZODB_SERVER_TIMING")),
     )
 
 
@@ -83,3 +86,15 @@ def _number(key: str, value: Any, *, minimum: int) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise ConfigurationError(f"{key} must be a number of {minimum} or more; got {value!r}.")
     return value
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off"):
+            return False
+    elif value is None or isinstance(value, bool):
+        return bool(value)
+    raise ConfigurationError(f"{key} must be true or false; got {value!r}.")

@@ -18,6 +18,7 @@ from zodb_wsgi import HANDLE_KEY, Database, ZODBHandle, ZODBMiddleware
 
 from .cli import zodb_cli
 from .config import DEFAULTS, read_settings
+from .signals import SignalEvents
 
 _G_KEY = "_zodb_handle"
 
@@ -29,6 +30,7 @@ class _State:
     extension: ZODB
     database: Database
     middleware: ZODBMiddleware
+    events: SignalEvents
 
 
 class ZODB(MutableMapping[str, Any]):
@@ -71,11 +73,14 @@ class ZODB(MutableMapping[str, Any]):
             )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
+        events = SignalEvents(app)
         middleware = _find_middleware(app.wsgi_app)
         if middleware is None:
-            middleware = self._make_middleware(app)
+            middleware = self._make_middleware(app, events)
             app.wsgi_app = middleware  # type: ignore[method-assign]
-        app.extensions["zodb"] = _State(self, middleware.database, middleware)
+        elif middleware.events is None:
+            middleware.events = events
+        app.extensions["zodb"] = _State(self, middleware.database, middleware, events)
         app.register_error_handler(TransientError, _hand_to_middleware)
         app.teardown_appcontext(_finish_context)
         app.shell_context_processor(self._shell_context)
@@ -84,7 +89,7 @@ class ZODB(MutableMapping[str, Any]):
     def _shell_context(self) -> dict[str, Any]:
         return {"db": self, "root": self.root, "transaction": transaction}
 
-    def _make_middleware(self, app: Flask) -> ZODBMiddleware:
+    def _make_middleware(self, app: Flask, events: SignalEvents) -> ZODBMiddleware:
         settings = read_settings(app.config)
         database = Database(settings.storage, db_kwargs=settings.db_kwargs, setting="ZODB_STORAGE")
         return ZODBMiddleware(
@@ -93,6 +98,9 @@ class ZODB(MutableMapping[str, Any]):
             attempts=settings.attempts,
             max_body_size=settings.max_body_size,
             commit_veto=settings.commit_veto,
+            events=events,
+            on_retry=events.retried,
+            server_timing=settings.server_timing,
         )
 
     def create_db(self, app: Flask) -> _zodb.DB:
@@ -122,7 +130,8 @@ class ZODB(MutableMapping[str, Any]):
             # A context that no middleware manages: it gets a handle of its
             # own, finished when the context is popped (_finish_context).
             app = current_app._get_current_object()  # type: ignore[attr-defined]
-            handle = ZODBHandle(_state(app).database, note=_context_note())
+            state = _state(app)
+            handle = ZODBHandle(state.database, note=_context_note(), events=state.events)
             handle.bind_thread()
             setattr(g, _G_KEY, handle)
         return handle

@@ -18,6 +18,7 @@ from .errors import (
     UnstorableValueError,
     ZODBWSGIError,
 )
+from .events import RequestActivity, RequestEvents
 from .handle import RequestTransactionManager, ZODBHandle
 from .middleware import (
     DEFAULT_ATTEMPTS,
@@ -36,6 +37,8 @@ __all__ = [
     "Database",
     "HandleClosedError",
     "NoHandleError",
+    "RequestActivity",
+    "RequestEvents",
     "RequestTransactionManager",
     "StorageUnavailableError",
     "UnstorableValueError",

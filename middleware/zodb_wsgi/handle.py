@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from ZODB.Connection import Connection
 
 from .database import Database
 from .errors import HandleClosedError, UnstorableValueError
+from .events import RequestActivity, RequestEvents
 
 log = logging.getLogger("zodb_wsgi")
 
@@ -64,17 +66,32 @@ class ZODBHandle:
         "__weakref__",
         "_after_commit",
         "_closed",
+        "_commit_seconds",
         "_connection",
+        "_finished",
         "_previous_manager",
+        "attempt",
         "database",
+        "events",
         "note",
         "retry_error",
         "transaction_manager",
         "user",
     )
 
-    def __init__(self, database: Database, *, note: str = "", user: str = "") -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        note: str = "",
+        user: str = "",
+        events: RequestEvents | None = None,
+        attempt: int = 1,
+    ) -> None:
         self.database = database
+        self.events = events
+        #: Which attempt of its request this handle serves (1 unless retried).
+        self.attempt = attempt
         self.transaction_manager = RequestTransactionManager()
         self.note = note
         self.user = user
@@ -85,6 +102,8 @@ class ZODBHandle:
         self._closed = False
         self._after_commit: list[Callable[[], Any]] | None = None
         self._previous_manager: Any = None
+        self._finished = False
+        self._commit_seconds = 0.0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._connection else "idle"
@@ -106,6 +125,9 @@ class ZODBHandle:
                     "from an earlier request."
                 )
             connection = self._connection = self.database.open(self.transaction_manager)
+            connection.getTransferCounts(True)  # count this request's loads only
+            if self.events is not None:
+                self.events.connection_opened(self)
         return connection
 
     @property
@@ -122,6 +144,15 @@ class ZODBHandle:
     def is_closed(self) -> bool:
         """True once the request has ended and the handle was closed."""
         return self._closed
+
+    @property
+    def activity(self) -> RequestActivity:
+        """What this request did with the database so far (loads, stores,
+        commit time, attempt)."""
+        loads = stores = 0
+        if self._connection is not None:
+            loads, stores = self._connection.getTransferCounts()
+        return RequestActivity(loads, stores, self._commit_seconds, self.attempt)
 
     @property
     def transaction(self) -> ITransaction:
@@ -176,17 +207,26 @@ class ZODBHandle:
         A commit that fails is aborted before its exception is raised again,
         so that the database is as it was before the request.
         """
+        self._finished = True
         txn = self.transaction_manager.current()
         if txn is None:
             return False
+        events = self.events
         if not commit or txn.isDoomed():
             txn.abort()
+            if events is not None:
+                events.after_abort(self)
             return False
         self._annotate(txn)
+        started = time.perf_counter()
         try:
+            if events is not None:
+                events.before_commit(self)
             txn.commit()
         except BaseException as exc:
             self._abort_quietly()
+            if events is not None:
+                events.after_abort(self)
             if isinstance(exc, (pickle.PicklingError, TypeError)) and _is_pickling(exc):
                 raise UnstorableValueError(
                     f"a value could not be stored in the database: {exc}. Only "
@@ -197,6 +237,9 @@ class ZODBHandle:
                     "written."
                 ) from exc
             raise
+        self._commit_seconds = time.perf_counter() - started
+        if events is not None:
+            events.after_commit(self)
         callbacks, self._after_commit = self._after_commit, None
         for callback in callbacks or ():
             try:
@@ -213,6 +256,13 @@ class ZODBHandle:
         self._after_commit = None
         if self.transaction_manager.current() is not None:
             self._abort_quietly()
+            if not self._finished and self.events is not None:
+                # The request ended without a decision (its app raised):
+                # that is an abort too. Leftovers after a finish are not.
+                try:
+                    self.events.after_abort(self)
+                except Exception:
+                    log.exception("after_abort of %r failed", self)
         connection, self._connection = self._connection, None
         if connection is not None:
             try:

@@ -35,6 +35,7 @@ from ._webob import webob
 from .body import buffer_body, has_body, rewind
 from .database import Database
 from .environ import HANDLE_KEY, MANAGER_KEY
+from .events import RequestEvents
 from .handle import ZODBHandle
 from .storage import StorageSpec
 
@@ -85,6 +86,11 @@ class ZODBMiddleware:
         temporary file rather than in memory.
     :param on_retry: called as ``on_retry(environ, attempt, error)`` before
         each retry, for logging or metrics.
+    :param events: a :class:`~zodb_wsgi.events.RequestEvents` told when each
+        request opens its connection, commits or aborts.
+    :param server_timing: add a ``Server-Timing`` header with the request's
+        loads, stores, commit time and attempt to each response that used the
+        database.
     """
 
     def __init__(
@@ -100,6 +106,8 @@ class ZODBMiddleware:
         max_body_size: int | None = None,
         spool_threshold: int = DEFAULT_SPOOL_THRESHOLD,
         on_retry: RetryHook | None = None,
+        events: RequestEvents | None = None,
+        server_timing: bool = False,
     ) -> None:
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise ValueError(f"attempts must be an integer of 1 or more, got {attempts!r}")
@@ -115,6 +123,8 @@ class ZODBMiddleware:
         self.max_body_size = max_body_size
         self.spool_threshold = spool_threshold
         self.on_retry = on_retry
+        self.events = events
+        self.server_timing = server_timing
 
     def __repr__(self) -> str:
         return f"<ZODBMiddleware {self.database.description} around {self.app!r}>"
@@ -136,7 +146,9 @@ class ZODBMiddleware:
             try:
                 # Each attempt gets its own copy: the application may change
                 # the environ, and a retry must start from the request as sent.
-                return self._attempt(environ.copy() if retries else environ, start_response)
+                return self._attempt(
+                    environ.copy() if retries else environ, start_response, attempt
+                )
             except TransientError as error:
                 if attempt >= self.attempts:
                     return self._give_up(environ, attempt, error, start_response)
@@ -145,11 +157,15 @@ class ZODBMiddleware:
 
     # -- one attempt --------------------------------------------------------
 
-    def _attempt(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _attempt(
+        self, environ: dict[str, Any], start_response: StartResponse, attempt: int = 1
+    ) -> Iterable[bytes]:
         handle = ZODBHandle(
             self.database,
             note=_note(environ),
             user=environ.get("REMOTE_USER") or "",
+            events=self.events,
+            attempt=attempt,
         )
         environ[HANDLE_KEY] = handle
         environ[MANAGER_KEY] = handle.transaction_manager
@@ -162,6 +178,8 @@ class ZODBMiddleware:
             if handle.retry_error is not None:
                 raise handle.retry_error
             handle.finish(commit=not self._vetoed(environ, response))
+            if handle.is_connected:
+                self._report(handle, response)
             # Only now, with the transaction stored, may the client hear of it.
             start_response(response.status, response.headers, response.exc_info)
         except BaseException:
@@ -171,6 +189,20 @@ class ZODBMiddleware:
         finally:
             handle.unbind_thread()
         return _ClosingIterable(body, app_iter, handle, environ)
+
+    def _report(self, handle: ZODBHandle, response: _HeldResponse) -> None:
+        if self.server_timing:
+            response.headers.append(("Server-Timing", handle.activity.server_timing()))
+        if log.isEnabledFor(logging.DEBUG):
+            activity = handle.activity
+            log.debug(
+                "%s: %d loads, %d stores, commit %.2f ms, attempt %d",
+                handle.note,
+                activity.loads,
+                activity.stores,
+                activity.commit_seconds * 1000,
+                activity.attempt,
+            )
 
     def _vetoed(self, environ: dict[str, Any], response: _HeldResponse) -> bool:
         decision = response.pop_header(TRANSACTION_HEADER)

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "ZODB_RETRY_ATTEMPTS": DEFAULT_ATTEMPTS,
     "ZODB_MAX_BODY_SIZE": None,
     "ZODB_COMMIT_VETO": None,
+    "ZODB_DATABASES": None,
     "ZODB_SERVER_TIMING": False,
     **{key: None for key in DB_KEYS},
 }
@@ -36,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
 @dataclass(frozen=True)
 class Settings:
     storage: StorageSpec
+    databases: dict[str, StorageSpec]
     db_kwargs: dict[str, Any]
     attempts: int
     max_body_size: int | None
@@ -47,6 +49,20 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
     """Check the app's ``ZODB_*`` settings and return them, or raise a
     :class:`~zodb_wsgi.ConfigurationError` that names the key to fix."""
     storage = config.get("ZODB_STORAGE")
+    databases = config.get("ZODB_DATABASES") or {}
+    if not isinstance(databases, Mapping):
+        raise ConfigurationError(
+            "ZODB_DATABASES must be a dict of database names to storages (each in "
+            f"any form ZODB_STORAGE accepts), with '' for the main one; got {databases!r}."
+        )
+    databases = dict(databases)
+    if "" in databases:
+        if storage:
+            raise ConfigurationError(
+                "ZODB_STORAGE and ZODB_DATABASES[''] both name the main database; "
+                "set only one of them."
+            )
+        storage = databases.pop("")
     if storage is None or storage == "":
         raise ConfigurationError(
             f"ZODB_STORAGE is not set. Set app.config['ZODB_STORAGE'] (or the "
@@ -69,6 +85,7 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         )
     return Settings(
         storage=storage,
+        databases=databases,
         db_kwargs=db_kwargs,
         attempts=int(attempts),
         max_body_size=None

@@ -14,7 +14,7 @@ from transaction import TransactionManager
 from transaction.interfaces import TransientError
 from ZODB.Connection import Connection
 
-from zodb_wsgi import HANDLE_KEY, Database, ZODBHandle, ZODBMiddleware
+from zodb_wsgi import HANDLE_KEY, Database, StorageUnavailableError, ZODBHandle, ZODBMiddleware
 
 from .cli import zodb_cli
 from .config import DEFAULTS, read_settings
@@ -82,6 +82,7 @@ class ZODB(MutableMapping[str, Any]):
             middleware.events = events
         app.extensions["zodb"] = _State(self, middleware.database, middleware, events)
         app.register_error_handler(TransientError, _hand_to_middleware)
+        app.register_error_handler(StorageUnavailableError, _hand_to_middleware)
         app.teardown_appcontext(_finish_context)
         app.shell_context_processor(self._shell_context)
         app.cli.add_command(zodb_cli)
@@ -91,7 +92,12 @@ class ZODB(MutableMapping[str, Any]):
 
     def _make_middleware(self, app: Flask, events: SignalEvents) -> ZODBMiddleware:
         settings = read_settings(app.config)
-        database = Database(settings.storage, db_kwargs=settings.db_kwargs, setting="ZODB_STORAGE")
+        database = Database(
+            settings.storage,
+            db_kwargs=settings.db_kwargs,
+            setting="ZODB_STORAGE",
+            databases=settings.databases,
+        )
         return ZODBMiddleware(
             app.wsgi_app,
             database,
@@ -140,6 +146,15 @@ class ZODB(MutableMapping[str, Any]):
     def connection(self) -> Connection:
         """The current context's ZODB connection, opened on first use."""
         return self.handle.connection
+
+    def get_connection(self, name: str = "") -> Connection:
+        """The connection to the database called *name* of a multi-database
+        (``ZODB_DATABASES``); "" is the main one. Opened on first use."""
+        return self.handle.get_connection(name)
+
+    def get_root(self, name: str = "") -> PersistentMapping:
+        """The root mapping of the database called *name* ("" is the main one)."""
+        return self.get_connection(name).root()
 
     @property
     def root(self) -> PersistentMapping:
@@ -219,10 +234,11 @@ def _context_note() -> str:
     return "flask app context"
 
 
-def _hand_to_middleware(error: TransientError) -> Any:
+def _hand_to_middleware(error: TransientError | StorageUnavailableError) -> Any:
     # A conflict raised in a view must reach the middleware to be retried,
-    # even when the app has a catch-all error handler: hand it over and
-    # answer something that the retry will replace.
+    # and an unreachable database to be answered with its 503, even when the
+    # app has a catch-all error handler: hand it over and answer something
+    # that the middleware will replace.
     handle = request.environ.get(HANDLE_KEY)
     if handle is None:
         raise error

@@ -26,7 +26,14 @@ from ZODB.Connection import Connection
 from ZODB.DemoStorage import DemoStorage
 
 from .errors import ConfigurationError, StorageUnavailableError
-from .storage import SCHEME_PROVIDERS, StorageSpec, describe, mask_uri, resolve_storage
+from .storage import (
+    SCHEME_PROVIDERS,
+    StorageFactory,
+    StorageSpec,
+    describe,
+    mask_uri,
+    resolve_storage,
+)
 
 log = logging.getLogger("zodb_wsgi")
 
@@ -48,6 +55,10 @@ class Database:
         ``cache_size``, ``cache_size_bytes``, ...). They override those that
         the URI or the tuple carries.
     :param setting: the name of the setting, used in error messages.
+    :param databases: more databases, by name, each in any storage form, to
+        open together with the main one as a ZODB multi-database: objects in
+        one may refer to objects in another, and a request's connection
+        reaches them with ``connection.get_connection(name)``.
     """
 
     def __init__(
@@ -56,12 +67,30 @@ class Database:
         *,
         db_kwargs: Mapping[str, Any] | None = None,
         setting: str = "storage",
+        databases: Mapping[str, StorageSpec] | None = None,
     ) -> None:
         self._factory, kwargs = resolve_storage(storage, setting=setting)
         kwargs.update(db_kwargs or {})
         self.db_kwargs: dict[str, Any] = kwargs
         self.description = describe(storage)
         self._setting = setting
+        self._others: dict[str, tuple[StorageFactory, dict[str, Any], str]] = {}
+        for name, spec in (databases or {}).items():
+            if not name or not isinstance(name, str):
+                raise ConfigurationError(
+                    f"{setting}: the names of additional databases must be non-empty "
+                    f"strings; got {name!r}."
+                )
+            factory, other_kwargs = resolve_storage(spec, setting=f"{setting}[{name!r}]")
+            other_kwargs["database_name"] = name
+            self._others[name] = (factory, other_kwargs, describe(spec))
+        if self._others:
+            main_name = self.db_kwargs.get("database_name", "unnamed")
+            if main_name in self._others:
+                raise ConfigurationError(
+                    f"{setting}: the main database is named {main_name!r}, like one "
+                    "of the additional databases; give them different names."
+                )
         self._db: ZODB.DB | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -93,6 +122,11 @@ class Database:
         _close_at_exit(self)
         return db
 
+    @property
+    def names(self) -> list[str]:
+        """The names of the additional databases (empty for a single one)."""
+        return list(self._others)
+
     def open(self, transaction_manager: transaction.TransactionManager) -> Connection:
         """Open a connection from the pool, bound to *transaction_manager*."""
         return self.get().open(transaction_manager=transaction_manager)
@@ -102,7 +136,24 @@ class Database:
         with self._lock:
             db, self._db = self._db, None
             if db is not None and self._pid == os.getpid():
-                db.close()
+                _close_databases(db)
+
+    def unreachable(self, error: BaseException) -> bool:
+        """True if *error* says that the storage's server cannot be reached now.
+
+        That is a ZEO ``ClientDisconnected`` while this process's client
+        storage is still disconnected: running the request again would only
+        wait for the server once more. A disconnect that the client has
+        already recovered from (the request's transaction began on the old
+        connection) is not unreachable: a retry will succeed.
+        """
+        if not _is_disconnect(error):
+            return False
+        db = self._db
+        if db is None or self._pid != os.getpid():
+            return True
+        is_connected = getattr(db.storage, "is_connected", None)
+        return is_connected is None or not is_connected()
 
     @contextlib.contextmanager
     def layered(self) -> Iterator[ZODB.DB]:
@@ -116,9 +167,19 @@ class Database:
         another's writes.
         """
         base = self.get()
+        shared: dict[str, ZODB.DB] = {}
         layer = ZODB.DB(
-            DemoStorage(base=base.storage, close_base_on_close=False), **self.db_kwargs
+            DemoStorage(base=base.storage, close_base_on_close=False),
+            databases=shared,
+            **self.db_kwargs,
         )
+        for name, (_, kwargs, _) in self._others.items():
+            other = base.databases[name]
+            ZODB.DB(
+                DemoStorage(base=other.storage, close_base_on_close=False),
+                databases=shared,
+                **kwargs,
+            )
         with self._lock:
             self._db = layer
         try:
@@ -127,34 +188,65 @@ class Database:
             with self._lock:
                 if self._db is layer:
                     self._db = base
-            layer.close()
+            _close_databases(layer)
 
     def _open(self) -> ZODB.DB:
+        if not self._others:
+            return self._open_one(self._factory, self.db_kwargs, self.description, self._setting)
+        shared: dict[str, ZODB.DB] = {}
         try:
-            storage = self._factory()
+            main = self._open_one(
+                self._factory,
+                {**self.db_kwargs, "databases": shared},
+                self.description,
+                self._setting,
+            )
+            for name, (factory, kwargs, description) in self._others.items():
+                self._open_one(
+                    factory,
+                    {**kwargs, "databases": shared},
+                    description,
+                    f"{self._setting}[{name!r}]",
+                )
+        except BaseException:
+            for db in list(shared.values()):
+                db.close()
+            raise
+        return main
+
+    @staticmethod
+    def _open_one(
+        factory: StorageFactory, kwargs: dict[str, Any], description: str, setting: str
+    ) -> ZODB.DB:
+        try:
+            storage = factory()
         except ImportError as exc:
             raise StorageUnavailableError(
-                f"cannot open {self._setting} {self.description}: {exc}. "
-                f"{_driver_hint(self.description)}"
+                f"cannot open {setting} {description}: {exc}. {_driver_hint(description)}"
             ) from exc
         except Exception as exc:
             if _is_lock_error(exc):
                 raise StorageUnavailableError(
-                    f"cannot open {self._setting} {self.description}: it is locked by "
+                    f"cannot open {setting} {description}: it is locked by "
                     f"another process. {_LOCKED_HELP}"
                 ) from exc
             raise StorageUnavailableError(
-                f"cannot open {self._setting} {self.description}: "
-                f"{type(exc).__name__}: {mask_uri(str(exc))}"
+                f"cannot open {setting} {description}: {type(exc).__name__}: {mask_uri(str(exc))}"
             ) from exc
         try:
-            return ZODB.DB(storage, **self.db_kwargs)
+            return ZODB.DB(storage, **kwargs)
         except TypeError as exc:
             storage.close()
+            options = sorted(k for k in kwargs if k != "databases")
             raise ConfigurationError(
-                f"{self._setting}: the database options {sorted(self.db_kwargs)} are "
-                f"not all accepted by ZODB.DB: {exc}"
+                f"{setting}: the database options {options} are not all accepted by ZODB.DB: {exc}"
             ) from exc
+
+
+def _close_databases(db: ZODB.DB) -> None:
+    # A multi-database's members share one ``databases`` mapping; close all.
+    for member in list(db.databases.values()):
+        member.close()
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -163,6 +255,14 @@ def _is_lock_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - zc.lockfile comes with ZODB
         return False
     return isinstance(exc, LockError)
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    try:
+        from ZEO.Exceptions import ClientDisconnected
+    except ImportError:  # pragma: no cover - ZEO is optional
+        return False
+    return isinstance(error, ClientDisconnected)
 
 
 def _driver_hint(description: str) -> str:

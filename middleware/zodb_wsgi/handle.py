@@ -130,6 +130,22 @@ class ZODBHandle:
                 self.events.connection_opened(self)
         return connection
 
+    def get_connection(self, name: str = "") -> Connection:
+        """The request's connection to the database called *name* in a
+        multi-database ("" is the main one). Like the main connection it is
+        opened on first use, and it shares the request's transaction."""
+        connection = self.connection
+        if not name:
+            return connection
+        try:
+            return connection.get_connection(name)
+        except KeyError:
+            known = ", ".join(repr(n) for n in self.database.names) or "none"
+            raise KeyError(
+                f"there is no database named {name!r}; the additional databases "
+                f"are: {known}"
+            ) from None
+
     @property
     def root(self) -> PersistentMapping:
         """The database's root mapping, through :attr:`connection`."""
@@ -169,7 +185,9 @@ class ZODBHandle:
         For frameworks that turn every exception into a response before the
         middleware can see it: their handler for
         :class:`transaction.interfaces.TransientError` calls this, and the
-        middleware then retries exactly as if the error had escaped.
+        middleware then retries exactly as if the error had escaped. A
+        :class:`~zodb_wsgi.StorageUnavailableError` (or a disconnect from an
+        unreachable server) handed over this way gets the middleware's 503.
         """
         self.retry_error = error
 

@@ -35,9 +35,10 @@ from ._webob import webob
 from .body import buffer_body, has_body, rewind
 from .database import Database
 from .environ import HANDLE_KEY, MANAGER_KEY
+from .errors import StorageUnavailableError
 from .events import RequestEvents
 from .handle import ZODBHandle
-from .storage import StorageSpec
+from .storage import StorageSpec, mask_uri
 
 log = logging.getLogger("zodb_wsgi")
 
@@ -57,6 +58,10 @@ DEFAULT_BACKOFF = 0.01
 DEFAULT_MAX_BACKOFF = 0.5
 DEFAULT_SPOOL_THRESHOLD = 1 << 20
 
+#: The ``Retry-After`` (seconds) of the 503 answered while the database
+#: cannot be reached: a server that went away is seldom back within a second.
+UNREACHABLE_RETRY_AFTER = 5
+
 
 class RetryHook(Protocol):
     def __call__(self, environ: dict[str, Any], attempt: int, error: BaseException) -> Any: ...
@@ -74,6 +79,9 @@ class ZODBMiddleware:
     :param storage: a zodburi URI, a ``(storage_factory, db_kwargs)`` tuple,
         a storage factory, or a :class:`~zodb_wsgi.database.Database` to share.
     :param db_kwargs: extra keyword arguments for ``ZODB.DB``.
+    :param databases: additional named databases (a multi-database), each
+        in any form *storage* accepts; see
+        :meth:`~zodb_wsgi.ZODBHandle.get_connection`.
     :param attempts: how many times a request may run when it meets a
         transient error (a conflict); 1 turns retries off.
     :param backoff: the first retry's wait in seconds; each further retry
@@ -99,6 +107,7 @@ class ZODBMiddleware:
         storage: StorageSpec | Database,
         *,
         db_kwargs: Mapping[str, Any] | None = None,
+        databases: Mapping[str, StorageSpec] | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
         backoff: float = DEFAULT_BACKOFF,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
@@ -115,7 +124,7 @@ class ZODBMiddleware:
         if isinstance(storage, Database):
             self.database = storage
         else:
-            self.database = Database(storage, db_kwargs=db_kwargs)
+            self.database = Database(storage, db_kwargs=db_kwargs, databases=databases)
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -150,10 +159,14 @@ class ZODBMiddleware:
                     environ.copy() if retries else environ, start_response, attempt
                 )
             except TransientError as error:
+                if self.database.unreachable(error):
+                    return self._unreachable(environ, error, start_response)
                 if attempt >= self.attempts:
                     return self._give_up(environ, attempt, error, start_response)
                 self._before_retry(environ, attempt, error)
                 attempt += 1
+            except StorageUnavailableError as error:
+                return self._unreachable(environ, error, start_response)
 
     # -- one attempt --------------------------------------------------------
 
@@ -252,6 +265,28 @@ class ZODBMiddleware:
             charset="utf-8",
         )
         response.headers["Retry-After"] = "1"
+        return response(environ, start_response)  # type: ignore[no-any-return]
+
+    def _unreachable(
+        self, environ: dict[str, Any], error: BaseException, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Answer 503 at once: the storage cannot be opened or its server is
+        away (see :meth:`Database.unreachable`). Retrying within the request
+        would only keep the client (and the worker) waiting."""
+        detail = str(error)
+        if not isinstance(error, StorageUnavailableError):
+            # A ZEO disconnect says little by itself: name the storage.
+            kind = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+            detail = f"{self.database.description} does not answer ({kind})"
+        log.error("%s: the database is unreachable: %s", _note(environ), mask_uri(detail))
+        response = webob.Response(
+            "The database is unreachable right now, so this request could not be "
+            "completed. Please try again in a moment.\n",
+            status=503,
+            content_type="text/plain",
+            charset="utf-8",
+        )
+        response.headers["Retry-After"] = str(UNREACHABLE_RETRY_AFTER)
         return response(environ, start_response)  # type: ignore[no-any-return]
 
 

@@ -27,6 +27,7 @@ import transaction
 import ZODB
 from flask import current_app
 from flask.cli import AppGroup
+from ZODB.POSException import UndoError
 from ZODB.TimeStamp import TimeStamp
 
 from zodb_wsgi import ZODBWSGIError
@@ -66,7 +67,7 @@ def info_command() -> None:
     last = db.lastTransaction()
     rows = [
         ("storage", f"{type(storage).__module__}.{type(storage).__name__}"),
-        ("location", str(storage.getName())),
+        ("location", str(storage.getName()) or "-"),
         ("size", _size(storage.getSize())),
         ("objects", str(db.objectCount())),
         ("last transaction", _when(TimeStamp(last).timeTime()) if last.strip(b"\0") else "none"),
@@ -140,9 +141,16 @@ def undo_command(ids: tuple[str, ...]) -> None:
             "'flask zodb history' shows the ids. Nothing was changed."
         )
     manager = transaction.TransactionManager()
-    with manager as txn:
-        txn.note(f"flask zodb undo {' '.join(ids)}")
+    txn = manager.begin()
+    txn.note(f"flask zodb undo {' '.join(ids)}")
+    try:
         db.undoMultiple([i.encode() for i in ids], txn)
+        txn.commit()
+    except UndoError as exc:
+        manager.abort()
+        raise click.ClickException(
+            f"cannot undo {', '.join(ids)}: {exc}. Nothing was changed."
+        ) from exc
     click.echo(f"undid {len(ids)} transaction(s)")
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.utils import import_string
+
 from zodb_wsgi import DEFAULT_ATTEMPTS, ConfigurationError, default_commit_veto
 from zodb_wsgi.middleware import CommitVeto
 from zodb_wsgi.storage import FORMS, StorageSpec
@@ -23,6 +25,9 @@ DB_KEYS = {
     "ZODB_CACHE_SIZE": "cache_size",
     "ZODB_CACHE_SIZE_BYTES": "cache_size_bytes",
 }
+
+#: The settings that may have a fractional part (seconds); the others count.
+FRACTIONAL_KEYS = frozenset({"ZODB_POOL_TIMEOUT"})
 
 DEFAULTS: dict[str, Any] = {
     "ZODB_RETRY_ATTEMPTS": DEFAULT_ATTEMPTS,
@@ -78,10 +83,18 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
     attempts = _number("ZODB_RETRY_ATTEMPTS", config["ZODB_RETRY_ATTEMPTS"], minimum=1)
     max_body = config.get("ZODB_MAX_BODY_SIZE")
     veto = config.get("ZODB_COMMIT_VETO") or default_commit_veto
+    problem = ""
+    if isinstance(veto, str):
+        # From an environment variable: the import path of the callable.
+        try:
+            veto = import_string(veto)
+        except ImportError as exc:
+            problem = f" ({exc})"
     if not callable(veto):
         raise ConfigurationError(
             "ZODB_COMMIT_VETO must be a callable veto(environ, status, headers) -> bool "
-            f"that returns True to abort; got {veto!r}."
+            "that returns True to abort, or its import path ('package.module:veto'); "
+            f"got {config.get('ZODB_COMMIT_VETO')!r}{problem}."
         )
     return Settings(
         storage=storage,
@@ -100,9 +113,16 @@ def _number(key: str, value: Any, *, minimum: int) -> int | float:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value) if "." in value else int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigurationError(f"{key} must be a number of {minimum} or more; got {value!r}.")
-    return value
+    whole = key not in FRACTIONAL_KEYS
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < minimum
+        or (whole and isinstance(value, float) and not value.is_integer())
+    ):
+        kind = "a whole number" if whole else "a number"
+        raise ConfigurationError(f"{key} must be {kind} of {minimum} or more; got {value!r}.")
+    return int(value) if whole else value
 
 
 def _flag(key: str, value: Any) -> bool:

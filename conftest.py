@@ -157,6 +157,14 @@ def _zap_postgres(uri: str) -> None:
         storage.close()
 
 
+@pytest.fixture
+def pg_uri(pg_database: str) -> str:
+    """A ``postgres://`` URI of an empty RelStorage database."""
+    uri = postgres_uri(pg_database)
+    _zap_postgres(uri)
+    return uri
+
+
 @pytest.fixture(params=STORAGE_KINDS)
 def storage_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A zodburi URI of an empty database, once for each kind of storage."""
@@ -168,9 +176,7 @@ def storage_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "zeo":
         return request.getfixturevalue("zeo_server").uri()
     if kind == "postgres":
-        uri = postgres_uri(request.getfixturevalue("pg_database"))
-        _zap_postgres(uri)
-        return uri
+        return str(request.getfixturevalue("pg_uri"))
     directory = tmp_path / "sqlite"
     directory.mkdir()
     return f"sqlite://?data_dir={directory}"

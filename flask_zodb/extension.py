@@ -8,13 +8,20 @@ from typing import Any
 
 import transaction
 import ZODB as _zodb
-from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, request
 from persistent.mapping import PersistentMapping
 from transaction import TransactionManager
 from transaction.interfaces import TransientError
 from ZODB.Connection import Connection
 
-from zodb_wsgi import HANDLE_KEY, Database, StorageUnavailableError, ZODBHandle, ZODBMiddleware
+from zodb_wsgi import (
+    HANDLE_KEY,
+    Database,
+    RequestTransactionManager,
+    StorageUnavailableError,
+    ZODBHandle,
+    ZODBMiddleware,
+)
 
 from .cli import zodb_cli
 from .config import DEFAULTS, read_settings
@@ -78,12 +85,18 @@ class ZODB(MutableMapping[str, Any]):
         if middleware is None:
             middleware = self._make_middleware(app, events)
             app.wsgi_app = middleware  # type: ignore[method-assign]
-        elif middleware.events is None:
-            middleware.events = events
+        else:
+            # Wrapped by hand: send the signals unless it has hooks of its own.
+            if middleware.events is None:
+                middleware.events = events
+            if middleware.on_retry is None:
+                middleware.on_retry = events.retried
         app.extensions["zodb"] = _State(self, middleware.database, middleware, events)
         app.register_error_handler(TransientError, _hand_to_middleware)
         app.register_error_handler(StorageUnavailableError, _hand_to_middleware)
         app.teardown_appcontext(_finish_context)
+        app.after_request(_release_when_buffered)
+        _bind_async_views(app)
         app.shell_context_processor(self._shell_context)
         app.cli.add_command(zodb_cli)
 
@@ -121,7 +134,11 @@ class ZODB(MutableMapping[str, Any]):
     def handle(self) -> ZODBHandle:
         """The :class:`~zodb_wsgi.ZODBHandle` of the current request or context."""
         if has_request_context():
-            handle = request.environ.get(HANDLE_KEY)
+            # Through _get_current_object(): this runs on every access to the
+            # database, and each attribute read through the proxy costs more
+            # than the whole lookup done this way.
+            environ: dict[str, Any] = request._get_current_object().environ  # type: ignore[attr-defined]
+            handle = environ.get(HANDLE_KEY)
             if handle is not None:
                 return handle  # type: ignore[no-any-return]
         if not has_app_context():
@@ -137,8 +154,7 @@ class ZODB(MutableMapping[str, Any]):
             # own, finished when the context is popped (_finish_context).
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             state = _state(app)
-            handle = ZODBHandle(state.database, note=_context_note(), events=state.events)
-            handle.bind_thread()
+            handle = _context_handle(state)
             setattr(g, _G_KEY, handle)
         return handle
 
@@ -228,6 +244,24 @@ def _find_middleware(wsgi_app: Any) -> ZODBMiddleware | None:
     return None
 
 
+def _context_handle(state: _State) -> ZODBHandle:
+    thread_manager = transaction.manager.manager
+    if isinstance(thread_manager, RequestTransactionManager):
+        # Inside a request that a middleware manages (a view pushed a context
+        # of its own): keep the two transactions apart.
+        handle = ZODBHandle(state.database, note=_context_note(), events=state.events)
+        handle.bind_thread()
+        return handle
+    # The thread's own manager: transaction.doom(), note() or savepoint()
+    # called before db is first touched act on this context's transaction.
+    return ZODBHandle(
+        state.database,
+        note=_context_note(),
+        events=state.events,
+        transaction_manager=thread_manager,
+    )
+
+
 def _context_note() -> str:
     if has_request_context():
         return f"{request.method} {request.path}"
@@ -246,8 +280,39 @@ def _hand_to_middleware(error: TransientError | StorageUnavailableError) -> Any:
     return "The database is busy; this request is being retried.", 503
 
 
+def _release_when_buffered(response: Response) -> Response:
+    # A body already in memory needs no connection while it is sent: give the
+    # connection back at the commit, not once a slow client has read it all
+    # (or, with Flask's test client, once the response is garbage-collected).
+    if not response.is_streamed:
+        handle = request._get_current_object().environ.get(HANDLE_KEY)  # type: ignore[attr-defined]
+        if handle is not None:
+            handle.release_after_commit = True
+    return response
+
+
+def _bind_async_views(app: Flask) -> None:
+    # Flask runs an ``async def`` view in an event loop thread of its own;
+    # bind that thread too, so that transaction.get() and transaction.doom()
+    # in the view reach the request's transaction as they do in a sync view.
+    to_sync = app.async_to_sync
+
+    def async_to_sync(func: Callable[..., Any]) -> Callable[..., Any]:
+        async def bound(*args: Any, **kwargs: Any) -> Any:
+            handle = request.environ.get(HANDLE_KEY) if has_request_context() else None
+            if handle is None:
+                return await func(*args, **kwargs)
+            with handle.bound():
+                return await func(*args, **kwargs)
+
+        return to_sync(bound)
+
+    app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+
+
 def _finish_context(error: BaseException | None) -> None:
-    handle = g.pop(_G_KEY, None)
+    # Runs at the end of every request: read g without the proxy's overhead.
+    handle = g._get_current_object().pop(_G_KEY, None)
     if handle is None:
         return
     try:

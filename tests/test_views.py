@@ -235,6 +235,73 @@ def test_an_async_view_that_fails_aborts(app_db, stored):
     assert stored(app) == {}
 
 
+def test_transaction_doom_and_note_in_an_async_view_reach_the_request(make_app, file_uri):
+    app, db = make_app(file_uri)
+
+    @app.post("/doomed")
+    async def doomed():
+        db["doomed"] = True
+        transaction.doom()
+        return "ok"
+
+    @app.post("/noted")
+    async def noted():
+        db["noted"] = True
+        transaction.get().note("from an async view")
+        return "ok"
+
+    client = app.test_client()
+    assert client.post("/doomed").status_code == 200
+    assert client.post("/noted").status_code == 200
+    history = app.extensions["zodb"].database.get().undoLog(0, 1)
+    assert history[0]["description"] == "POST /noted\nfrom an async view"
+    with app.app_context():
+        assert "doomed" not in db and db["noted"] is True
+
+
+# -- when the connection goes back to the pool --------------------------------------
+
+
+def checked_out(app):
+    db = app.extensions["zodb"].database.get()
+    return len(db.pool.all) - len(db.pool.available)
+
+
+def call(app, path):
+    """Call the app as a WSGI server does, without closing the body yet."""
+    environ = webtest.TestRequest.blank(path).environ
+    return app(environ, lambda status, headers, exc_info=None: None)
+
+
+def test_a_response_in_memory_gives_its_connection_back_at_the_commit(app_db):
+    app, db = app_db
+
+    @app.get("/")
+    def view():
+        return str(db.get("n", 0))
+
+    body = call(app, "/")
+    assert checked_out(app) == 0  # before the server even read the body
+    assert b"".join(body) == b"0"
+    body.close()
+    assert checked_out(app) == 0
+
+
+def test_a_streamed_response_keeps_its_connection_until_closed(app_db):
+    app, db = app_db
+
+    @app.get("/")
+    def view():
+        db.get("n")
+        return Response(stream_with_context(iter([str(db.get("n", 0))])))
+
+    body = call(app, "/")
+    assert checked_out(app) == 1
+    assert b"".join(body) == b"0"
+    body.close()
+    assert checked_out(app) == 0
+
+
 # -- another data manager in the same transaction ----------------------------------
 
 

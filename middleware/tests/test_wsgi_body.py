@@ -238,3 +238,17 @@ def test_a_chunked_body_over_the_limit_after_spooling_leaves_no_file_open(wrap, 
     gc.collect()
     assert srv.status.startswith("413")
     assert app.seen == []
+
+
+def test_a_request_without_a_body_is_not_buffered_even_if_input_is_terminated(wrap, server):
+    # gunicorn and waitress set wsgi.input_terminated on every request; a GET
+    # without Content-Length or Transfer-Encoding still has no body to buffer.
+    given = io.BytesIO(b"")
+    app = BodyReader(lambda environ: environ["wsgi.input"] is given)
+    request = webob.Request.blank("/")
+    request.environ["wsgi.input"] = given
+    request.environ.pop("CONTENT_LENGTH", None)
+    request.environ["wsgi.input_terminated"] = True
+    srv = server(wrap(app))
+    assert srv(request) == b"read"
+    assert app.seen == [True, True]

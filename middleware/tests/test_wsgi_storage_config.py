@@ -240,14 +240,23 @@ def test_a_bad_value_in_the_uri_is_named(uri, detail):
 # -- ZEO -----------------------------------------------------------------------------
 
 
-def test_a_zeo_uri_waits_for_its_server_only_a_little_by_default():
-    assert zeo_defaults("zeo://127.0.0.1:8100") == (
-        f"zeo://127.0.0.1:8100?wait_timeout={DEFAULT_ZEO_WAIT_TIMEOUT}"
-    )
+def test_a_zeo_uri_waits_only_a_little_and_syncs_with_its_server_by_default():
+    wait = f"wait_timeout={DEFAULT_ZEO_WAIT_TIMEOUT}"
+    assert zeo_defaults("zeo://127.0.0.1:8100") == f"zeo://127.0.0.1:8100?{wait}&server_sync=1"
     assert zeo_defaults("zeo://127.0.0.1:8100?storage=1") == (
-        f"zeo://127.0.0.1:8100?storage=1&wait_timeout={DEFAULT_ZEO_WAIT_TIMEOUT}"
+        f"zeo://127.0.0.1:8100?storage=1&{wait}&server_sync=1"
     )
-    assert zeo_defaults("zeo://h:1?wait_timeout=30") == "zeo://h:1?wait_timeout=30"
+    given = "zeo://h:1?wait_timeout=30&server_sync=0"
+    assert zeo_defaults(given) == given
+
+
+def test_server_sync_reaches_the_client_storage(zeo_server):
+    for query, expected in (("", True), ("&server_sync=0", False)):
+        database = Database(zeo_server.uri() + query)
+        try:
+            assert bool(database.get().storage.server_sync) is expected
+        finally:
+            database.close()
 
 
 def test_a_zeo_uri_reaches_the_zeo_server(zeo_server):

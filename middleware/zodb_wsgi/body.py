@@ -10,6 +10,7 @@ server sets ``wsgi.input_terminated``), so that each attempt can rewind it.
 
 from __future__ import annotations
 
+import tempfile
 from typing import IO, Any
 
 from ._webob import webob
@@ -38,13 +39,17 @@ class _LimitedInput:
 
 
 def has_body(environ: dict[str, Any]) -> bool:
-    """True if the request carries a body that must be buffered."""
+    """True if the request carries a body that must be buffered.
+
+    In HTTP/1.1 a request has a body only if it says so, with a
+    Content-Length or a chunked Transfer-Encoding. ``wsgi.input_terminated``
+    is no such sign: gunicorn and waitress set it on every request, GETs
+    included, and those must not pay for buffering.
+    """
     length = environ.get("CONTENT_LENGTH")
     if length:
         return bool(length != "0")
-    return bool(environ.get("wsgi.input_terminated")) or (
-        "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    )
+    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
 def buffer_body(
@@ -54,6 +59,14 @@ def buffer_body(
     (400 or 413) instead if the body cannot be read whole or is too large."""
     request = webob.Request(environ)
     request.request_body_tempfile_limit = spool_threshold
+    spooled: list[IO[bytes]] = []
+
+    def make_tempfile() -> IO[bytes]:
+        # Kept, so that a file spooled before the body failed can be closed.
+        spooled.append(tempfile.TemporaryFile())  # noqa: SIM115 - webob fills it
+        return spooled[-1]
+
+    request.make_tempfile = make_tempfile
     length = request.content_length
     if max_size is not None:
         if length is not None and length > max_size:
@@ -71,13 +84,20 @@ def buffer_body(
     try:
         request.make_body_seekable()
     except _BodyTooLarge:
+        _close_all(spooled)
         return _too_large(max_size or 0)
     except (webob.request.DisconnectionError, OSError, ValueError):
+        _close_all(spooled)
         return HTTPBadRequest(
             "The request body ended before its Content-Length was reached; "
             "nothing was done. Send the whole body."
         )
     return None
+
+
+def _close_all(files: list[IO[bytes]]) -> None:
+    for file in files:
+        file.close()
 
 
 def rewind(environ: dict[str, Any]) -> None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import logging
 import os
+import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -145,15 +148,19 @@ class Database:
         storage is still disconnected: running the request again would only
         wait for the server once more. A disconnect that the client has
         already recovered from (the request's transaction began on the old
-        connection) is not unreachable: a retry will succeed.
+        connection) is not unreachable: a retry will succeed. With several
+        databases, any ZEO client that is disconnected makes it unreachable;
+        a storage that cannot tell (no ``is_connected``) is not trusted to
+        have recovered.
         """
         if not _is_disconnect(error):
             return False
         db = self._db
         if db is None or self._pid != os.getpid():
             return True
-        is_connected = getattr(db.storage, "is_connected", None)
-        return is_connected is None or not is_connected()
+        checks = [getattr(member.storage, "is_connected", None) for member in db.databases.values()]
+        connected = [check() for check in checks if check is not None]
+        return not connected or not all(connected)
 
     @contextlib.contextmanager
     def layered(self) -> Iterator[ZODB.DB]:
@@ -186,9 +193,14 @@ class Database:
             yield layer
         finally:
             with self._lock:
-                if self._db is layer:
+                restored = self._db is layer
+                if restored:
                     self._db = base
             _close_databases(layer)
+            if not restored and self._db is None and self._pid == os.getpid():
+                # close() was called in the block and closed only the layer:
+                # close the storage too, or it stays open (a FileStorage locked).
+                _close_databases(base)
 
     def _open(self) -> ZODB.DB:
         if not self._others:
@@ -218,29 +230,72 @@ class Database:
     def _open_one(
         factory: StorageFactory, kwargs: dict[str, Any], description: str, setting: str
     ) -> ZODB.DB:
-        try:
-            storage = factory()
-        except ImportError as exc:
-            raise StorageUnavailableError(
-                f"cannot open {setting} {description}: {exc}. {_driver_hint(description)}"
-            ) from exc
-        except Exception as exc:
-            if _is_lock_error(exc):
+        unknown = sorted(set(kwargs) - _DB_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"{setting}: unknown database option(s) {', '.join(map(repr, unknown))}; "
+                f"ZODB.DB accepts {', '.join(sorted(_DB_OPTIONS - {'databases'}))}."
+            )
+        attempt = 1
+        while True:
+            try:
+                storage = factory()
+                break
+            except ImportError as exc:
                 raise StorageUnavailableError(
-                    f"cannot open {setting} {description}: it is locked by "
-                    f"another process. {_LOCKED_HELP}"
+                    f"cannot open {setting} {description}: {exc}. {_driver_hint(description)}"
                 ) from exc
-            raise StorageUnavailableError(
-                f"cannot open {setting} {description}: {type(exc).__name__}: {mask_uri(str(exc))}"
-            ) from exc
+            except Exception as exc:
+                if _is_lock_error(exc):
+                    raise StorageUnavailableError(
+                        f"cannot open {setting} {description}: it is locked by "
+                        f"another process. {_LOCKED_HELP}"
+                    ) from exc
+                if _is_missing_driver(exc):
+                    raise StorageUnavailableError(
+                        f"cannot open {setting} {description}: {type(exc).__name__}: "
+                        f"{mask_uri(str(exc))} {_driver_hint(description)}"
+                    ) from exc
+                if attempt < _OPEN_ATTEMPTS and not _is_disconnect(exc):
+                    # Workers that open a new RelStorage database at once all
+                    # create its tables, and all but one fail; a moment later
+                    # the tables are there. (A ZEO client has waited already.)
+                    log.info("opening %s failed (%s); again", description, mask_uri(str(exc)))
+                    time.sleep(_OPEN_BACKOFF * attempt)
+                    attempt += 1
+                    continue
+                raise StorageUnavailableError(
+                    f"cannot open {setting} {description}: {type(exc).__name__}: "
+                    f"{mask_uri(str(exc))}"
+                ) from exc
         try:
             return ZODB.DB(storage, **kwargs)
-        except TypeError as exc:
+        except BaseException as exc:
+            # Whatever failed, the storage must not outlive it: a ZEO client
+            # would stay connected, a file stay locked. (On an empty database
+            # ZODB.DB creates the root: workers that start together conflict
+            # there, and the middleware retries that ConflictError.)
             storage.close()
+            if not isinstance(exc, TypeError):
+                raise
             options = sorted(k for k in kwargs if k != "databases")
             raise ConfigurationError(
                 f"{setting}: the database options {options} are not all accepted by ZODB.DB: {exc}"
             ) from exc
+
+
+#: How many times a storage is opened before its error is reported, and the
+#: wait before the second time (seconds; doubled before the third).
+_OPEN_ATTEMPTS = 3
+_OPEN_BACKOFF = 0.1
+
+# ZODB.DB takes unknown keywords as arguments for a storage of its own making
+# and only asserts that there are none: they are checked against this instead.
+_DB_OPTIONS = frozenset(inspect.signature(ZODB.DB.__init__).parameters) - {
+    "self",
+    "storage",
+    "storage_args",
+}
 
 
 def _close_databases(db: ZODB.DB) -> None:
@@ -257,7 +312,18 @@ def _is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, LockError)
 
 
+def _is_missing_driver(exc: BaseException) -> bool:
+    """True for RelStorage's error for a database driver that is not installed.
+
+    RelStorage looks for its driver when the storage opens, and that error is
+    not an ImportError. (If RelStorage was never imported, it is not this.)
+    """
+    interfaces = sys.modules.get("relstorage.adapters.interfaces")
+    return interfaces is not None and isinstance(exc, interfaces.DriverNotAvailableError)
+
+
 def _is_disconnect(error: BaseException) -> bool:
+    """True for ZEO's ClientDisconnected (ZEO is imported only if installed)."""
     try:
         from ZEO.Exceptions import ClientDisconnected
     except ImportError:  # pragma: no cover - ZEO is optional

@@ -18,13 +18,15 @@ one for a Flask context that no middleware manages (``test_request_context``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import transaction
+import zodbpickle.pickle
 from persistent.mapping import PersistentMapping
 from transaction.interfaces import ITransaction
 from ZODB.Connection import Connection
@@ -36,6 +38,9 @@ from .events import RequestActivity, RequestEvents
 log = logging.getLogger("zodb_wsgi")
 
 _thread_managers = transaction.manager  # the global, thread-local manager
+
+# ZODB pickles with zodbpickle, whose PicklingError is not the standard one.
+_PICKLING_ERRORS = (pickle.PicklingError, zodbpickle.pickle.PicklingError)
 
 
 class RequestTransactionManager(transaction.TransactionManager):  # type: ignore[misc]
@@ -49,7 +54,14 @@ class RequestTransactionManager(transaction.TransactionManager):  # type: ignore
 
     def current(self) -> ITransaction | None:
         """The transaction in progress, or None if none was started."""
-        return self._txn
+        return _in_progress(self)
+
+
+def _in_progress(manager: transaction.TransactionManager) -> ITransaction | None:
+    # TransactionManager keeps its transaction in _txn and has no public way
+    # to ask "is one started?" without starting one; this is the one place
+    # that looks, so that an idle request costs nothing to finish.
+    return manager._txn
 
 
 class ZODBHandle:
@@ -60,6 +72,11 @@ class ZODBHandle:
         commits (the middleware passes the method and the path).
     :param user: the transaction's user (the middleware passes
         ``REMOTE_USER``).
+    :param events: told when the connection opens and the transaction
+        commits or aborts.
+    :param attempt: which attempt of its request this handle serves.
+    :param transaction_manager: the manager to use instead of a fresh
+        :class:`RequestTransactionManager`.
     """
 
     __slots__ = (
@@ -74,6 +91,7 @@ class ZODBHandle:
         "database",
         "events",
         "note",
+        "release_after_commit",
         "retry_error",
         "transaction_manager",
         "user",
@@ -87,17 +105,25 @@ class ZODBHandle:
         user: str = "",
         events: RequestEvents | None = None,
         attempt: int = 1,
+        transaction_manager: transaction.TransactionManager | None = None,
     ) -> None:
         self.database = database
         self.events = events
         #: Which attempt of its request this handle serves (1 unless retried).
         self.attempt = attempt
-        self.transaction_manager = RequestTransactionManager()
+        #: The request's own manager; a Flask context that no middleware
+        #: manages passes the thread's (see flask_zodb).
+        self.transaction_manager = transaction_manager or RequestTransactionManager()
         self.note = note
         self.user = user
         #: A transient error that the application caught (for example in a
         #: Flask error handler) and handed to the middleware to be retried.
         self.retry_error: BaseException | None = None
+        #: Set by a framework that knows the response body is already in
+        #: memory: the middleware then gives the connection back to the pool
+        #: as soon as the transaction is finished, not when the server closes
+        #: the body (after a slow client has read it).
+        self.release_after_commit = False
         self._connection: Connection | None = None
         self._closed = False
         self._after_commit: list[Callable[[], Any]] | None = None
@@ -124,7 +150,15 @@ class ZODBHandle:
                     "keeping a handle, a connection or a persistent object "
                     "from an earlier request."
                 )
-            connection = self._connection = self.database.open(self.transaction_manager)
+            manager = self.transaction_manager
+            connection = self._connection = self.database.open(manager)
+            if _in_progress(manager) is None:
+                # Opening a pooled connection does not ask the storage what
+                # changed (a transaction in progress would have). Without
+                # asking, a ZEO client may not yet have heard of a commit that
+                # another process already reported to its user, and a request
+                # would read the state from before it.
+                connection.newTransaction(None, True)
             connection.getTransferCounts(True)  # count this request's loads only
             if self.events is not None:
                 self.events.connection_opened(self)
@@ -142,8 +176,7 @@ class ZODBHandle:
         except KeyError:
             known = ", ".join(repr(n) for n in self.database.names) or "none"
             raise KeyError(
-                f"there is no database named {name!r}; the additional databases "
-                f"are: {known}"
+                f"there is no database named {name!r}; the additional databases are: {known}"
             ) from None
 
     @property
@@ -202,6 +235,9 @@ class ZODBHandle:
         if self._after_commit is None:
             self._after_commit = []
         self._after_commit.append(callback)
+        # A request that only reads (or never touches the database) starts no
+        # transaction; give it one, so that finish() commits and runs this.
+        self.transaction_manager.get()
 
     # -- thread binding ---------------------------------------------------------
 
@@ -216,6 +252,24 @@ class ZODBHandle:
         if previous is not None and _thread_managers.manager is self.transaction_manager:
             _thread_managers.manager = previous
 
+    @contextlib.contextmanager
+    def bound(self) -> Iterator[None]:
+        """Bind the calling thread to the request's manager for a block.
+
+        For code that runs part of a request in a thread of its own (Flask
+        runs ``async def`` views in an event loop thread): there, too,
+        ``transaction.get()`` and ``transaction.doom()`` then reach the
+        request's transaction. Unlike :meth:`bind_thread` it keeps its state
+        on the stack, so it may be used while the request's own thread is
+        bound.
+        """
+        previous = _thread_managers.manager
+        _thread_managers.manager = self.transaction_manager
+        try:
+            yield
+        finally:
+            _thread_managers.manager = previous
+
     # -- the end of the request -------------------------------------------------
 
     def finish(self, *, commit: bool) -> bool:
@@ -226,7 +280,7 @@ class ZODBHandle:
         so that the database is as it was before the request.
         """
         self._finished = True
-        txn = self.transaction_manager.current()
+        txn = _in_progress(self.transaction_manager)
         if txn is None:
             return False
         events = self.events
@@ -245,7 +299,7 @@ class ZODBHandle:
             self._abort_quietly()
             if events is not None:
                 events.after_abort(self)
-            if isinstance(exc, (pickle.PicklingError, TypeError)) and _is_pickling(exc):
+            if isinstance(exc, (*_PICKLING_ERRORS, TypeError)) and _is_pickling(exc):
                 raise UnstorableValueError(
                     f"a value could not be stored in the database: {exc}. Only "
                     "picklable values can be stored (no functions defined inline, "
@@ -272,7 +326,7 @@ class ZODBHandle:
             return
         self._closed = True
         self._after_commit = None
-        if self.transaction_manager.current() is not None:
+        if _in_progress(self.transaction_manager) is not None:
             self._abort_quietly()
             if not self._finished and self.events is not None:
                 # The request ended without a decision (its app raised):
@@ -303,4 +357,4 @@ class ZODBHandle:
 
 
 def _is_pickling(exc: BaseException) -> bool:
-    return isinstance(exc, pickle.PicklingError) or "pickle" in str(exc)
+    return isinstance(exc, _PICKLING_ERRORS) or "pickle" in str(exc)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import zodburi
 
@@ -33,6 +33,10 @@ FORMS = (
     "or a callable storage_factory that returns a storage"
 )
 
+#: Seconds a ``zeo://`` storage waits for its server when the URI gives no
+#: ``wait_timeout`` (see :func:`zeo_defaults`).
+DEFAULT_ZEO_WAIT_TIMEOUT = 5
+
 # The distributions that provide the URI schemes users ask for most, so that a
 # missing one is named in the error instead of a bare "no resolver".
 SCHEME_PROVIDERS = {
@@ -43,7 +47,10 @@ SCHEME_PROVIDERS = {
     "sqlite": "RelStorage",
 }
 
-_PASSWORD = re.compile(r"(?P<head>://[^/@:?#]*:)(?P<secret>[^/@?#]*)(?P<tail>@)")
+# user:password@ after the scheme, or at the start of a value that lacks its
+# scheme; the password runs to the last "@" before the path (an unescaped "@"
+# in it must not leave its end showing).
+_PASSWORD = re.compile(r"(?P<head>(?:^|//)[^/@:?#\s]*:)(?P<secret>[^/?#\s]*)(?P<tail>@)")
 _QUERY_SECRET = re.compile(r"(?P<head>[?&](?:password|passwd|secret)=)(?P<secret>[^&#]*)", re.I)
 
 
@@ -104,8 +111,13 @@ def _resolve_uri(uri: str, setting: str) -> tuple[StorageFactory, dict[str, Any]
             f"'file://', 'memory://' or 'zeo://'. Installed schemes: "
             f"{', '.join(installed_schemes())}."
         )
+    # Messages show the URI as given; zeo:// URIs are resolved with defaults.
+    resolved = zeo_defaults(uri) if scheme == "zeo" else uri
     try:
-        factory, db_kwargs = zodburi.resolve_uri(uri)
+        # zodburi does not know server_sync; zeo_factory below handles it.
+        factory, db_kwargs = zodburi.resolve_uri(
+            _without(resolved, "server_sync") if scheme == "zeo" else resolved
+        )
     except zodburi.NoResolverForScheme:
         provider = SCHEME_PROVIDERS.get(scheme)
         hint = f" Install {provider} to use it." if provider else ""
@@ -120,9 +132,75 @@ def _resolve_uri(uri: str, setting: str) -> tuple[StorageFactory, dict[str, Any]
         ) from None
     except ValueError as exc:
         raise ConfigurationError(f"{setting} {mask_uri(uri)!r}: {mask_uri(str(exc))}.") from None
+    except ImportError as exc:  # the resolver is registered, but its package is broken
+        raise _unimportable(uri, scheme, setting, exc) from exc
     if scheme == "postgres":
-        factory = postgres_factory(uri)
+        try:
+            factory = postgres_factory(uri)
+        except ImportError as exc:
+            raise _unimportable(uri, scheme, setting, exc) from exc
+    elif scheme == "zeo":
+        factory = zeo_factory(resolved)
     return factory, db_kwargs
+
+
+def _unimportable(uri: str, scheme: str, setting: str, exc: ImportError) -> ConfigurationError:
+    """The error for a scheme whose package is registered but cannot be imported."""
+    provider = SCHEME_PROVIDERS.get(scheme, "the package that provides it")
+    return ConfigurationError(
+        f"{setting} {mask_uri(uri)!r} uses the scheme {scheme!r}, but {provider} cannot "
+        f"be imported ({exc}). Install {provider} to use it."
+    )
+
+
+def zeo_defaults(uri: str) -> str:
+    """Return the ``zeo://`` *uri* with ``wait_timeout`` and ``server_sync``
+    set where it has none.
+
+    ``server_sync=1`` makes each request that opens a connection ask the
+    server for the invalidations still on their way (one round trip). ZEO
+    sends them to its clients asynchronously: without the round trip, a
+    request in one process may read the state from before a commit that
+    another process has already reported to its user (a POST answered by
+    one gunicorn worker, the redirected GET by another, showing the old
+    page). Give ``?server_sync=0`` to trade that guarantee for the round trip.
+
+    A ZEO client waits up to ``wait_timeout`` seconds for its server each
+    time it needs it while disconnected: when the storage is first opened,
+    and for each call to the server while it is away (a load its cache
+    cannot answer, the vote or the abort of a commit). ZEO's own default
+    of 30 seconds is as long as a gunicorn worker's default timeout, so a
+    request would hang until its worker is killed instead of getting a 503.
+    :data:`DEFAULT_ZEO_WAIT_TIMEOUT` is short enough for a clear, quick
+    answer and long enough to ride out a quick restart of the server.
+    Only waiting for a connection is bounded: a long operation on a
+    connected server is not cut short. Give ``?wait_timeout=N`` to choose.
+    """
+    base, _, query = uri.partition("?")
+    given = {key for key, _ in parse_qsl(query)}
+    defaults = {"wait_timeout": DEFAULT_ZEO_WAIT_TIMEOUT, "server_sync": 1}
+    added = [f"{key}={value}" for key, value in defaults.items() if key not in given]
+    if not added:
+        return uri
+    return base + "?" + "&".join(([query] if query else []) + added)
+
+
+def _without(uri: str, name: str) -> str:
+    base, _, query = uri.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != name]
+    return base + ("?" + urlencode(kept) if kept else "")
+
+
+def zeo_factory(uri: str) -> StorageFactory:
+    """The ``ClientStorage`` factory for a ``zeo://`` URI, which also
+    understands ``server_sync`` (see :func:`zeo_defaults`)."""
+    from zodburi.resolvers import ClientStorageURIResolver
+
+    class Resolver(ClientStorageURIResolver):  # type: ignore[misc]
+        _int_args = (*ClientStorageURIResolver._int_args, "server_sync")
+
+    factory, _ = Resolver()(uri)
+    return factory  # type: ignore[no-any-return]
 
 
 def postgres_factory(uri: str) -> StorageFactory:

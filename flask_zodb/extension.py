@@ -94,7 +94,6 @@ class ZODB(MutableMapping[str, Any]):
         app.extensions["zodb"] = _State(self, middleware.database, middleware, events)
         app.register_error_handler(TransientError, _hand_to_middleware)
         app.register_error_handler(StorageUnavailableError, _hand_to_middleware)
-        app.teardown_appcontext(_finish_context)
         app.after_request(_release_when_buffered)
         _bind_async_views(app)
         app.shell_context_processor(self._shell_context)
@@ -153,8 +152,7 @@ class ZODB(MutableMapping[str, Any]):
             # A context that no middleware manages: it gets a handle of its
             # own, finished when the context is popped (_finish_context).
             app = current_app._get_current_object()  # type: ignore[attr-defined]
-            state = _state(app)
-            handle = _context_handle(state)
+            handle = _context_handle(app, _state(app))
             setattr(g, _G_KEY, handle)
         return handle
 
@@ -244,7 +242,12 @@ def _find_middleware(wsgi_app: Any) -> ZODBMiddleware | None:
     return None
 
 
-def _context_handle(state: _State) -> ZODBHandle:
+def _context_handle(app: Flask, state: _State) -> ZODBHandle:
+    if _finish_context not in app.teardown_appcontext_funcs:
+        # Registered with the first context that needs it, not at init_app:
+        # requests that the middleware manages never need it, and every
+        # teardown function costs each request a call.
+        app.teardown_appcontext_funcs.append(_finish_context)
     thread_manager = transaction.manager.manager
     if isinstance(thread_manager, RequestTransactionManager):
         # Inside a request that a middleware manages (a view pushed a context

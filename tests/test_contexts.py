@@ -170,3 +170,52 @@ def test_flask_shell_writes_are_committed_on_exit(make_app, stored):
     )
     assert result.exit_code == 0, result.output
     assert stored(app) == {"from_shell": ["x"]}
+
+
+# -- contexts inside requests, and requests outside the middleware -------------------
+
+
+def test_a_request_context_pushed_in_a_view_has_a_transaction_of_its_own(make_app, stored):
+    app, db = make_app()
+
+    @app.post("/")
+    def view():
+        db["outer"] = True
+        with app.test_request_context("/inner"):
+            db["inner"] = True  # committed when this context is popped
+        return "refused", 400  # the request's own transaction aborts
+
+    assert app.test_client().post("/").status_code == 400
+    assert stored(app) == {"inner": True}
+
+
+def test_a_view_dispatched_in_a_test_request_context_commits_with_it(make_app, stored):
+    # Without the middleware (no WSGI call at all) the context's own handle
+    # serves the view, for sync and async views alike.
+    app, db = make_app()
+
+    @app.post("/sync")
+    def sync_view():
+        db["sync"] = True
+        return "ok"
+
+    @app.post("/async")
+    async def async_view():
+        db["async"] = True
+        return "ok"
+
+    for path in ("/sync", "/async"):
+        with app.test_request_context(path, method="POST"):
+            assert app.full_dispatch_request().status_code == 200
+    assert stored(app) == {"sync": True, "async": True}
+
+
+def test_async_code_run_in_an_app_context_uses_the_contexts_database(make_app, stored):
+    app, db = make_app()
+
+    async def job():
+        db["job"] = "done"
+
+    with app.app_context():
+        app.ensure_sync(job)()
+    assert stored(app) == {"job": "done"}

@@ -160,3 +160,34 @@ def test_failures_while_closing_are_logged_not_raised(database, caplog, monkeypa
     monkeypatch.setattr(Stubborn, "stubborn", False)
     connection.abort(None)
     connection.close()
+
+
+def test_a_request_manager_says_whether_a_transaction_was_started():
+    from zodb_wsgi import RequestTransactionManager
+
+    manager = RequestTransactionManager()
+    assert manager.current() is None
+    txn = manager.get()
+    assert manager.current() is txn
+    manager.abort()
+    assert manager.current() is None
+
+
+def test_a_request_manager_makes_its_synchronizers_on_first_need(file_uri):
+    # The set is made lazily (see RequestTransactionManager.__init__); a
+    # connection registered with it must still hear of each transaction.
+    from zodb_wsgi import RequestTransactionManager
+
+    database = Database(file_uri)
+    manager = RequestTransactionManager()
+    try:
+        connection = database.open(manager)
+        assert manager.registeredSynchs()
+        connection.root()["x"] = 1
+        manager.commit()
+        connection.close()
+        assert not manager.registeredSynchs()
+        with pytest.raises(AttributeError):
+            manager.no_such_attribute  # noqa: B018
+    finally:
+        database.close()

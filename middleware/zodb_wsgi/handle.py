@@ -29,6 +29,7 @@ import transaction
 import zodbpickle.pickle
 from persistent.mapping import PersistentMapping
 from transaction.interfaces import ITransaction
+from transaction.weakset import WeakSet
 from ZODB.Connection import Connection
 
 from .database import Database
@@ -51,6 +52,20 @@ class RequestTransactionManager(transaction.TransactionManager):  # type: ignore
     :meth:`current`, which tells whether the request started a transaction at
     all, so that a request that never did costs nothing to finish.
     """
+
+    def __init__(self, explicit: bool = False) -> None:
+        # TransactionManager.__init__ also makes the set of synchronizers, a
+        # WeakSet that costs most of a request that never uses the database;
+        # __getattr__ makes it when it is first needed (a connection opens,
+        # a transaction starts).
+        self.explicit = explicit
+        self._txn = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_synchs":
+            synchs = self._synchs = WeakSet()
+            return synchs
+        raise AttributeError(name)
 
     def current(self) -> ITransaction | None:
         """The transaction in progress, or None if none was started."""

@@ -337,3 +337,10 @@ def test_a_postgres_uri_with_a_port_and_escapes(pg_database):
     # server trusts local connections, so it is sent but not checked.
     uri = f"postgres://{PG_USER}:it%27s%20a%5Cpass@{PG_HOST}:5432/{pg_database}"
     assert round_trip(Database(uri)) == "and read back"
+
+
+def test_a_postgres_uri_with_ssl_mode(pg_database):
+    # RelStorage's own resolver passes ssl_mode on as is, which libpq refuses
+    # ("invalid connection option"); it must reach libpq as sslmode.
+    uri = f"postgres://{PG_USER}@{PG_HOST}/{pg_database}?ssl_mode=disable"
+    assert round_trip(Database(uri)) == "and read back"

@@ -207,7 +207,8 @@ def postgres_factory(uri: str) -> StorageFactory:
     """RelStorage's factory for a ``postgres://`` URI, with a correct DSN.
 
     RelStorage's own resolver writes the parts a URI leaves out as the text
-    ``'None'`` (``port='None'``, which libpq refuses) and does not decode
+    ``'None'`` (``port='None'``, which libpq refuses), passes ``ssl_mode``
+    on under a name libpq does not know, and does not decode
     percent-escapes; this one leaves absent parts to libpq's defaults (so
     ``postgres:///dbname`` uses the local socket) and decodes the rest.
     """
@@ -223,6 +224,9 @@ def postgres_factory(uri: str) -> StorageFactory:
                 "port": parsed.port,
             }
             options, unused = self.interpret_kwargs(kw)
+            # RelStorage takes ?ssl_mode=, but libpq's keyword is sslmode.
+            if "ssl_mode" in options:
+                options["sslmode"] = options.pop("ssl_mode")
             parts.update(options)
             dsn = " ".join(f"{k}={_dsn_quote(v)}" for k, v in parts.items() if v is not None)
 

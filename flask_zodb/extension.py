@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from .config import DEFAULTS, read_settings
 from .signals import SignalEvents
 
 _G_KEY = "_zodb_handle"
+
+# The context handle that uses this thread's own transaction manager, if any.
+_thread_context = threading.local()
 
 
 @dataclass
@@ -153,7 +157,6 @@ class ZODB(MutableMapping[str, Any]):
             # own, finished when the context is popped (_finish_context).
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             handle = _context_handle(app, _state(app))
-            setattr(g, _G_KEY, handle)
         return handle
 
     @property
@@ -248,21 +251,31 @@ def _context_handle(app: Flask, state: _State) -> ZODBHandle:
         # requests that the middleware manages never need it, and every
         # teardown function costs each request a call.
         app.teardown_appcontext_funcs.append(_finish_context)
+    owner = getattr(_thread_context, "handle", None)
+    if owner is not None and not owner.is_closed and owner.database is state.database:
+        # A context pushed inside another one of the same app (a command or a
+        # helper that pushes its own): it joins the outer context's
+        # transaction, committed when the outer one is popped, just as a
+        # context pushed inside a request joins the request's.
+        return owner  # type: ignore[no-any-return]
     thread_manager = transaction.manager.manager
-    if isinstance(thread_manager, RequestTransactionManager):
-        # Inside a request that a middleware manages (a view pushed a context
-        # of its own): keep the two transactions apart.
+    if isinstance(thread_manager, RequestTransactionManager) or owner is not None:
+        # Inside a request that a middleware manages (a view that pushes a
+        # test_request_context), or inside another app's context: a
+        # transaction of its own, bound to the thread while it lasts.
         handle = ZODBHandle(state.database, note=_context_note(), events=state.events)
         handle.bind_thread()
-        return handle
-    # The thread's own manager: transaction.doom(), note() or savepoint()
-    # called before db is first touched act on this context's transaction.
-    return ZODBHandle(
-        state.database,
-        note=_context_note(),
-        events=state.events,
-        transaction_manager=thread_manager,
-    )
+    else:
+        # The thread's own manager: transaction.doom(), note() or savepoint()
+        # called before db is first touched act on this context's transaction.
+        handle = _thread_context.handle = ZODBHandle(
+            state.database,
+            note=_context_note(),
+            events=state.events,
+            transaction_manager=thread_manager,
+        )
+    setattr(g, _G_KEY, handle)
+    return handle
 
 
 def _context_note() -> str:
@@ -323,3 +336,5 @@ def _finish_context(error: BaseException | None) -> None:
     finally:
         handle.unbind_thread()
         handle.close()
+        if getattr(_thread_context, "handle", None) is handle:
+            _thread_context.handle = None

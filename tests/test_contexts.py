@@ -219,3 +219,31 @@ def test_async_code_run_in_an_app_context_uses_the_contexts_database(make_app, s
     with app.app_context():
         app.ensure_sync(job)()
     assert stored(app) == {"job": "done"}
+
+
+def test_a_nested_app_context_joins_the_outer_contexts_transaction(make_app, file_uri, stored):
+    # As a context pushed in a view joins the request's transaction: one
+    # connection, one transaction, committed when the outer context is popped.
+    app, db = make_app(file_uri)
+    with app.app_context():
+        db["outer"] = 1
+        connection = db.connection
+        with app.app_context():
+            db["inner"] = 1
+            assert db.connection is connection
+        assert stored(app) == {}
+    assert stored(app) == {"outer": 1, "inner": 1}
+
+
+def test_a_context_of_another_app_inside_a_context_has_its_own_transaction(make_app, stored):
+    app, db = make_app()
+    other, other_db = make_app()
+    with app.app_context():
+        db["mine"] = 1
+        with other.app_context():
+            other_db["theirs"] = 1
+            transaction.doom()  # the inner context's transaction only
+        with other.app_context():
+            other_db["kept"] = 1
+    assert stored(app) == {"mine": 1}
+    assert stored(other) == {"kept": 1}

@@ -8,6 +8,7 @@ after it) and RelStorage on SQLite in a temporary directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -116,10 +117,11 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     return conn
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """The name of a PostgreSQL database made for this test run, dropped after."""
-    name = f"flask_zodb_test_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def _made_pg_database(prefix: str) -> Iterator[str]:
+    """Create a PostgreSQL database named *prefix* plus a random suffix;
+    drop it (ending its sessions first) when the block ends."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = _pg_admin()
     except Exception as exc:
@@ -139,6 +141,20 @@ def pg_database() -> Iterator[str]:
             )
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """The name of a PostgreSQL database made for this test run, dropped after."""
+    with _made_pg_database("flask_zodb_test") as name:
+        yield name
+
+
+@pytest.fixture
+def new_pg_database() -> Iterator[str]:
+    """A PostgreSQL database just created: RelStorage has no tables in it yet."""
+    with _made_pg_database("flask_zodb_new") as name:
+        yield name
 
 
 def postgres_uri(database: str, **query: object) -> str:

@@ -21,14 +21,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import webtest
 from apps.counter_app import create_app
-from apps.serving import PG_HOST, PG_USER, gunicorn, hammer, postgres_uri, statuses
+from apps.serving import gunicorn, hammer, postgres_uri, statuses
 from ZODB.FileStorage import FileStorage
 from ZODB.POSException import ReadOnlyError
 
@@ -82,28 +81,6 @@ def test_four_workers_increment_one_counter_exactly(shared_storage: str, tmp_pat
         assert server.worker_pids() == workers
     text = log.read_text()
     assert "Traceback" not in text and "WORKER TIMEOUT" not in text, text
-
-
-@pytest.fixture
-def new_pg_database() -> Iterator[str]:
-    """A PostgreSQL database just created: RelStorage has no tables in it yet."""
-    import psycopg2
-
-    name = f"flask_zodb_new_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host=PG_HOST, user=PG_USER, dbname="postgres", connect_timeout=5)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 @pytest.mark.slow

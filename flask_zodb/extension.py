@@ -82,6 +82,11 @@ class ZODB(MutableMapping[str, Any]):
                 f"Flask-ZODB is already set up on the application {app.name!r}; "
                 "call init_app once per application."
             )
+        if app._got_first_request:
+            raise RuntimeError(
+                f"the application {app.name!r} has already handled a request: set up "
+                "Flask-ZODB (ZODB(app) or db.init_app(app)) before it serves."
+            )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         events = SignalEvents(app)
@@ -142,7 +147,7 @@ class ZODB(MutableMapping[str, Any]):
             # than the whole lookup done this way.
             environ: dict[str, Any] = request._get_current_object().environ  # type: ignore[attr-defined]
             handle = environ.get(HANDLE_KEY)
-            if handle is not None:
+            if handle is not None and handle.database is _own_database():
                 return handle  # type: ignore[no-any-return]
         if not has_app_context():
             raise RuntimeError(
@@ -259,6 +264,17 @@ def _context_handle(app: Flask, state: _State) -> ZODBHandle:
         # context pushed inside a request joins the request's.
         return owner  # type: ignore[no-any-return]
     thread_manager = transaction.manager.manager
+    request_handle = getattr(thread_manager, "owner", None)
+    if (
+        request_handle is not None
+        and not request_handle.is_closed
+        and request_handle.database is state.database
+    ):
+        # A test_request_context pushed in a view of the same app (to build a
+        # URL or render a mail): it joins the request's transaction. One of
+        # its own would commit first and make the request conflict, again on
+        # every retry.
+        return request_handle  # type: ignore[no-any-return]
     if isinstance(thread_manager, RequestTransactionManager) or owner is not None:
         # Inside a request that a middleware manages (a view that pushes a
         # test_request_context), or inside another app's context: a
@@ -276,6 +292,14 @@ def _context_handle(app: Flask, state: _State) -> ZODBHandle:
         )
     setattr(g, _G_KEY, handle)
     return handle
+
+
+def _own_database() -> Database | None:
+    # The database of the current app: a handle in the environ may belong to
+    # another app (a sub-app under a dispatcher, a view that pushes another
+    # app's context), whose writes must not land in this one's database.
+    state = current_app._get_current_object().extensions.get("zodb")  # type: ignore[attr-defined]
+    return None if state is None else state.database
 
 
 def _context_note() -> str:

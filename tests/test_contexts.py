@@ -175,18 +175,18 @@ def test_flask_shell_writes_are_committed_on_exit(make_app, stored):
 # -- contexts inside requests, and requests outside the middleware -------------------
 
 
-def test_a_request_context_pushed_in_a_view_has_a_transaction_of_its_own(make_app, stored):
+def test_a_request_context_pushed_in_a_view_shares_the_requests_fate(make_app, stored):
     app, db = make_app()
 
     @app.post("/")
     def view():
         db["outer"] = True
         with app.test_request_context("/inner"):
-            db["inner"] = True  # committed when this context is popped
-        return "refused", 400  # the request's own transaction aborts
+            db["inner"] = True  # joins the request's transaction
+        return "refused", 400  # which aborts: nothing of it is stored
 
     assert app.test_client().post("/").status_code == 400
-    assert stored(app) == {"inner": True}
+    assert stored(app) == {}
 
 
 def test_a_view_dispatched_in_a_test_request_context_commits_with_it(make_app, stored):

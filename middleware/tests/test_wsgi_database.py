@@ -374,3 +374,13 @@ def test_a_forked_child_opens_its_own_database_and_leaves_the_parents(zeo_server
     finally:
         used.close()
         dropped.close()
+
+
+def test_a_storage_factory_that_returns_nothing_is_named():
+    # ZODB.DB(None) would quietly use a throw-away MappingStorage.
+    def make_storage():
+        return None
+
+    database = Database(make_storage)
+    with pytest.raises(ConfigurationError, match="returned None"):
+        database.get()

@@ -214,7 +214,7 @@ def test_the_thread_manager_reaches_the_request_and_is_restored_after(wrap):
     assert transaction.manager.manager is before
 
 
-def test_a_nested_middleware_passes_the_request_through(wrap, stored):
+def test_a_nested_middleware_of_the_same_database_passes_the_request_through(wrap, stored):
     seen = {}
 
     def app(environ, start_response):
@@ -222,19 +222,45 @@ def test_a_nested_middleware_passes_the_request_through(wrap, stored):
         environ["zodb"].root["count"] = environ["zodb"].root.get("count", 0) + 1
         return ok(start_response)
 
-    inner = wrap(app, "memory://")
-    outer = wrap(inner)
+    inner = wrap(app)
+    outer = wrap(inner, inner.database)
     client = webtest.TestApp(outer)
     storage = outer.database.get().storage
     before = len(storage.undoLog(0, 100))
     client.get("/")
     client.get("/")
-    # Only the outer one acted: its database holds both writes, one
-    # transaction per request, and the inner one never opened its own.
+    # Only the outer one acted: one transaction per request, not two.
     assert stored(outer)["count"] == 2
     assert len(storage.undoLog(0, 100)) == before + 2
     assert seen["handle"].database is outer.database
-    assert not inner.database.is_open
+
+
+def test_a_nested_middleware_of_another_database_serves_its_own(wrap, stored):
+    # A sub-application with a database of its own, mounted inside another
+    # (a URL dispatcher): its writes go to its database, and the outer
+    # request's handle is still in the outer environ afterwards.
+    seen = {}
+
+    def sub(environ, start_response):
+        environ["zodb"].root["where"] = "sub"
+        return ok(start_response)
+
+    inner = wrap(sub, "memory://")
+
+    def main(environ, start_response):
+        outer_handle = environ["zodb"]
+        answer = inner(environ, lambda status, headers, exc_info=None: None)
+        body = b"".join(answer)
+        answer.close()
+        seen["kept"] = environ["zodb"] is outer_handle
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    outer = wrap(main)
+    webtest.TestApp(outer).get("/")
+    assert stored(inner) == {"where": "sub"}
+    assert "where" not in stored(outer)
+    assert seen["kept"]
 
 
 def test_only_the_middlewares_own_handle_is_removed_from_the_environ(wrap, server):

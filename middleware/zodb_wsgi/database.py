@@ -268,6 +268,12 @@ class Database:
                     f"cannot open {setting} {description}: {type(exc).__name__}: "
                     f"{mask_uri(str(exc))}"
                 ) from exc
+        if storage is None:
+            raise ConfigurationError(
+                f"{setting}: the storage factory {description} returned None instead "
+                "of a storage (a missing 'return'?). ZODB would quietly use a "
+                "throw-away in-memory storage instead."
+            )
         try:
             return ZODB.DB(storage, **kwargs)
         except BaseException as exc:

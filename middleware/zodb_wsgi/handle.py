@@ -60,6 +60,11 @@ class RequestTransactionManager(transaction.TransactionManager):  # type: ignore
         # a transaction starts).
         self.explicit = explicit
         self._txn = None
+        #: The handle this manager belongs to, while it is open: code that
+        #: finds the manager bound to its thread (a Flask context pushed in a
+        #: view) can join that request instead of starting a transaction
+        #: that would conflict with it.
+        self.owner: ZODBHandle | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name == "_synchs":
@@ -128,7 +133,10 @@ class ZODBHandle:
         self.attempt = attempt
         #: The request's own manager; a Flask context that no middleware
         #: manages passes the thread's (see flask_zodb).
-        self.transaction_manager = transaction_manager or RequestTransactionManager()
+        if transaction_manager is None:
+            transaction_manager = RequestTransactionManager()
+            transaction_manager.owner = self  # let go of in close()
+        self.transaction_manager = transaction_manager
         self.note = note
         self.user = user
         #: A transient error that the application caught (for example in a
@@ -302,7 +310,7 @@ class ZODBHandle:
         if not commit or txn.isDoomed():
             txn.abort()
             if events is not None:
-                events.after_abort(self)
+                self._tell(events.after_abort)
             return False
         self._annotate(txn)
         started = time.perf_counter()
@@ -313,7 +321,7 @@ class ZODBHandle:
         except BaseException as exc:
             self._abort_quietly()
             if events is not None:
-                events.after_abort(self)
+                self._tell(events.after_abort)
             if isinstance(exc, (*_PICKLING_ERRORS, TypeError)) and _is_pickling(exc):
                 raise UnstorableValueError(
                     f"a value could not be stored in the database: {exc}. Only "
@@ -326,7 +334,9 @@ class ZODBHandle:
             raise
         self._commit_seconds = time.perf_counter() - started
         if events is not None:
-            events.after_commit(self)
+            # Like the after-commit callbacks: the data is stored, so a
+            # failing receiver must not turn the answer into an error.
+            self._tell(events.after_commit)
         callbacks, self._after_commit = self._after_commit, None
         for callback in callbacks or ():
             try:
@@ -341,21 +351,29 @@ class ZODBHandle:
             return
         self._closed = True
         self._after_commit = None
+        if getattr(self.transaction_manager, "owner", None) is self:
+            self.transaction_manager.owner = None
         if _in_progress(self.transaction_manager) is not None:
             self._abort_quietly()
             if not self._finished and self.events is not None:
                 # The request ended without a decision (its app raised):
                 # that is an abort too. Leftovers after a finish are not.
-                try:
-                    self.events.after_abort(self)
-                except Exception:
-                    log.exception("after_abort of %r failed", self)
+                self._tell(self.events.after_abort)
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
                 connection.close()
             except Exception:
                 log.exception("closing the connection of %r failed", self)
+
+    def _tell(self, event: Callable[[ZODBHandle], Any]) -> None:
+        # Once the decision is taken (committed, or aborted), a failing
+        # receiver is logged: it must not change the answer, nor stop a
+        # conflict from being retried.
+        try:
+            event(self)
+        except Exception:
+            log.exception("%s of %r failed", getattr(event, "__name__", "event"), self)
 
     def _annotate(self, txn: ITransaction) -> None:
         if self.note:

@@ -148,10 +148,16 @@ class ZODBMiddleware:
         return f"<ZODBMiddleware {self.database.description} around {self.app!r}>"
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if HANDLE_KEY in environ:
-            # An outer middleware already manages this request's transaction:
-            # two managers acting on one request would commit twice.
-            return self.app(environ, start_response)
+        outer = environ.get(HANDLE_KEY)
+        if outer is not None:
+            if outer.database is self.database:
+                # An outer middleware already manages this request's
+                # transaction: two acting on one request would commit twice.
+                return self.app(environ, start_response)
+            # Another database's (a sub-app mounted under a dispatcher): this
+            # request gets a handle of its own, in a copy of the environ, so
+            # that the outer one's is still there when the sub-app returns.
+            return self._run(environ, start_response, True)
         retries = self.attempts > 1
         if (retries or self.max_body_size is not None) and has_body(environ):
             given = environ.get("wsgi.input")

@@ -7,6 +7,7 @@ import functools
 import importlib.metadata
 import logging
 import os
+import re
 import sys
 
 import pytest
@@ -344,3 +345,20 @@ def test_a_postgres_uri_with_ssl_mode(pg_database):
     # ("invalid connection option"); it must reach libpq as sslmode.
     uri = f"postgres://{PG_USER}@{PG_HOST}/{pg_database}?ssl_mode=disable"
     assert round_trip(Database(uri)) == "and read back"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgres://root:Zm9v/YmFy+cXV4@127.0.0.1:5999/x",  # base64: '/' and '+'
+        "postgres://root:Xq7pZw9Lk?Rt3v#Mv8q@127.0.0.1/x",
+    ],
+)
+def test_a_password_with_unescaped_characters_never_shows(uri):
+    secret = uri.split("root:", 1)[1].rsplit("@", 1)[0]
+    fragments = [part for part in re.split(r"[/?#+]", secret) if part]
+    assert all(part not in mask_uri(uri) for part in fragments)
+    try:
+        resolve_storage(uri)
+    except ConfigurationError as error:
+        assert all(part not in str(error) for part in fragments), error

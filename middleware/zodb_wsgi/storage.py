@@ -50,7 +50,13 @@ SCHEME_PROVIDERS = {
 # user:password@ after the scheme, or at the start of a value that lacks its
 # scheme; the password runs to the last "@" before the path (an unescaped "@"
 # in it must not leave its end showing).
-_PASSWORD = re.compile(r"(?P<head>(?:^|//)[^/@:?#\s]*:)(?P<secret>[^/?#\s]*)(?P<tail>@)")
+# The password runs to the "@" of the authority: unescaped "/", "?", "#" or
+# "+" in it (base64 passwords) must not let any of it show. It stops at
+# spaces and quotes, so that a message naming several URIs is not masked
+# from one to the next.
+_PASSWORD = re.compile(r"(?P<head>//[^/@:?#\s]*:)(?P<secret>[^@\s'\"]*)(?P<tail>@)")
+# The same, for a URI given without its scheme ("user:secret@host/db").
+_BARE_PASSWORD = re.compile(r"(?P<head>^[^/@:?#\s]*:)(?P<secret>[^@\s'\"]*)(?P<tail>@)")
 _QUERY_SECRET = re.compile(r"(?P<head>[?&](?:password|passwd|secret)=)(?P<secret>[^&#]*)", re.I)
 
 
@@ -61,7 +67,8 @@ def mask_uri(uri: str) -> str:
     this function, so that ``postgres://app:secret@db/app`` is shown as
     ``postgres://app:***@db/app``.
     """
-    uri = _PASSWORD.sub(r"\g<head>***\g<tail>", uri)
+    password = _PASSWORD if "://" in uri else _BARE_PASSWORD
+    uri = password.sub(r"\g<head>***\g<tail>", uri)
     return _QUERY_SECRET.sub(r"\g<head>***", uri)
 
 
@@ -131,7 +138,14 @@ def _resolve_uri(uri: str, setting: str) -> tuple[StorageFactory, dict[str, Any]
             f"{setting} {mask_uri(uri)!r}: {exc.args[0] if exc.args else exc}."
         ) from None
     except ValueError as exc:
-        raise ConfigurationError(f"{setting} {mask_uri(uri)!r}: {mask_uri(str(exc))}.") from None
+        detail = mask_uri(str(exc))
+        if mask_uri(uri) != uri:
+            # The parser's words may quote a piece of the password.
+            detail = (
+                "it cannot be parsed; characters such as '/', '?', '#', '@' or "
+                "spaces in a user name or password must be percent-encoded"
+            )
+        raise ConfigurationError(f"{setting} {mask_uri(uri)!r}: {detail}.") from None
     except ImportError as exc:  # the resolver is registered, but its package is broken
         raise _unimportable(uri, scheme, setting, exc) from exc
     if scheme == "postgres":

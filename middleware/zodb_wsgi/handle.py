@@ -194,13 +194,19 @@ class ZODBHandle:
         connection = self.connection
         if not name:
             return connection
+        first = name not in connection.connections
         try:
-            return connection.get_connection(name)
+            secondary = connection.get_connection(name)
         except KeyError:
             known = ", ".join(repr(n) for n in self.database.names) or "none"
             raise KeyError(
                 f"there is no database named {name!r}; the additional databases are: {known}"
             ) from None
+        if first and _in_progress(self.transaction_manager) is None:
+            # As for the main connection (see connection): a secondary one
+            # opened from the pool must ask its storage what changed.
+            secondary.newTransaction(None, True)
+        return secondary
 
     @property
     def root(self) -> PersistentMapping:

@@ -141,14 +141,9 @@ class ZODB(MutableMapping[str, Any]):
     @property
     def handle(self) -> ZODBHandle:
         """The :class:`~zodb_wsgi.ZODBHandle` of the current request or context."""
-        if has_request_context():
-            # Through _get_current_object(): this runs on every access to the
-            # database, and each attribute read through the proxy costs more
-            # than the whole lookup done this way.
-            environ: dict[str, Any] = request._get_current_object().environ  # type: ignore[attr-defined]
-            handle = environ.get(HANDLE_KEY)
-            if handle is not None and handle.database is _own_database():
-                return handle  # type: ignore[no-any-return]
+        handle = _request_handle()
+        if handle is not None:
+            return handle
         if not has_app_context():
             raise RuntimeError(
                 "the ZODB database was used outside of a Flask application context. "
@@ -158,10 +153,12 @@ class ZODB(MutableMapping[str, Any]):
             )
         handle = g.get(_G_KEY)
         if handle is None:
-            # A context that no middleware manages: it gets a handle of its
-            # own, finished when the context is popped (_finish_context).
+            # A context that no middleware manages: it joins an enclosing
+            # one of the same app, or gets a handle of its own, finished when
+            # the context is popped (_finish_context).
             app = current_app._get_current_object()  # type: ignore[attr-defined]
-            handle = _context_handle(app, _state(app))
+            state = _state(app)
+            handle = _joinable_handle(state) or _context_handle(app, state)
         return handle
 
     @property
@@ -188,12 +185,11 @@ class ZODB(MutableMapping[str, Any]):
         """True if there is a Flask context and it has opened its connection."""
         if not has_app_context():
             return False
-        if has_request_context():
-            handle = request.environ.get(HANDLE_KEY)
-            if handle is not None:
-                return handle.is_connected  # type: ignore[no-any-return]
-        handle = g.get(_G_KEY)
-        return handle is not None and handle.is_connected
+        handle = _request_handle() or g.get(_G_KEY)
+        if handle is None:
+            state = current_app.extensions.get("zodb")
+            handle = None if state is None else _joinable_handle(state)
+        return handle is not None and bool(handle.is_connected)
 
     @property
     def transaction_manager(self) -> TransactionManager:
@@ -250,6 +246,39 @@ def _find_middleware(wsgi_app: Any) -> ZODBMiddleware | None:
     return None
 
 
+def _request_handle() -> ZODBHandle | None:
+    """The handle the middleware put in this request's environ, if it serves
+    the current app's database (a sub-app under a dispatcher, or a view that
+    pushes another app's context, must not write into this one's)."""
+    if not has_request_context():
+        return None
+    # Through _get_current_object(): this runs on every access to the
+    # database, and each attribute read through the proxy costs more than the
+    # whole lookup done this way.
+    environ: dict[str, Any] = request._get_current_object().environ  # type: ignore[attr-defined]
+    handle = environ.get(HANDLE_KEY)
+    if handle is not None and handle.database is _own_database():
+        return handle  # type: ignore[no-any-return]
+    return None
+
+
+def _joinable_handle(state: _State) -> ZODBHandle | None:
+    """An open handle of the same database that encloses the current context.
+
+    A context pushed inside another context of the same app (a command or a
+    helper that pushes its own), or a test_request_context pushed in a view
+    (to build a URL or render a mail), joins that transaction, committed when
+    the outer one ends. One of its own would write the same objects through
+    a second connection: a conflict with itself, again on every retry.
+    """
+    outer_context = getattr(_thread_context, "handle", None)
+    outer_request = getattr(transaction.manager.manager, "owner", None)
+    for handle in (outer_context, outer_request):
+        if handle is not None and not handle.is_closed and handle.database is state.database:
+            return handle  # type: ignore[no-any-return]
+    return None
+
+
 def _context_handle(app: Flask, state: _State) -> ZODBHandle:
     if _finish_context not in app.teardown_appcontext_funcs:
         # Registered with the first context that needs it, not at init_app:
@@ -257,24 +286,7 @@ def _context_handle(app: Flask, state: _State) -> ZODBHandle:
         # teardown function costs each request a call.
         app.teardown_appcontext_funcs.append(_finish_context)
     owner = getattr(_thread_context, "handle", None)
-    if owner is not None and not owner.is_closed and owner.database is state.database:
-        # A context pushed inside another one of the same app (a command or a
-        # helper that pushes its own): it joins the outer context's
-        # transaction, committed when the outer one is popped, just as a
-        # context pushed inside a request joins the request's.
-        return owner  # type: ignore[no-any-return]
     thread_manager = transaction.manager.manager
-    request_handle = getattr(thread_manager, "owner", None)
-    if (
-        request_handle is not None
-        and not request_handle.is_closed
-        and request_handle.database is state.database
-    ):
-        # A test_request_context pushed in a view of the same app (to build a
-        # URL or render a mail): it joins the request's transaction. One of
-        # its own would commit first and make the request conflict, again on
-        # every retry.
-        return request_handle  # type: ignore[no-any-return]
     if isinstance(thread_manager, RequestTransactionManager) or owner is not None:
         # Inside a request that a middleware manages (a view that pushes a
         # test_request_context), or inside another app's context: a

@@ -229,6 +229,7 @@ def test_a_nested_app_context_joins_the_outer_contexts_transaction(make_app, fil
         db["outer"] = 1
         connection = db.connection
         with app.app_context():
+            assert db.is_connected  # through the outer context's handle
             db["inner"] = 1
             assert db.connection is connection
         assert stored(app) == {}
